@@ -1,0 +1,19 @@
+"""tinyconv: a from-scratch NumPy/CuPy ConvNet engine with hand-written
+backward passes, reproducing Simonyan, Vedaldi & Zisserman (2014)."""
+
+from . import backend, layers
+from .backend import cuda_available, device_of, get_array_module, to_device, to_numpy
+from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
+from .layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+)
+from .network import Sequential
+
+__version__ = "0.1.0"

@@ -1,0 +1,683 @@
+"""Layers with hand-written backward passes, on NumPy or CuPy arrays.
+
+Each layer's math is a pair of pure functions, ``<op>_forward(x, ...) ->
+(y, cache)`` and ``<op>_backward(dy, cache, ...) -> dx`` (plus parameter
+gradients), written once with ``xp = get_array_module(x)`` so the same lines
+run on the CPU and the GPU. The classes hold parameters, gradients (summed
+over calls until ``zero_grad``) and the cache of the last forward pass.
+
+Layouts are PyTorch's: data (N, C, H, W), conv weights (F, C, kh, kw), dense
+weights (out, in). Every function keeps the dtype it is given.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .backend import get_array_module, to_device
+from .errors import RuleError, ShapeError
+
+RULES = ("gradient", "deconvnet", "guided")
+
+
+# ----------------------------------------------------------------------------
+# small helpers
+
+
+def _pair(value, what: str, minimum: int = 1) -> tuple[int, int]:
+    """``3 -> (3, 3)``; ``(3, 5) -> (3, 5)``; refuses values below ``minimum``."""
+    if isinstance(value, (int, np.integer)):
+        value = (int(value), int(value))
+    try:
+        h, w = (int(v) for v in value)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{what} must be an int or a pair of ints, got {value!r}")
+    if h < minimum or w < minimum:
+        raise ShapeError(f"{what} must be >= {minimum}, got {value!r}")
+    return h, w
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a sliding window: floor((size + 2p - k) / s) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _out_hw(shape, kernel, stride, padding, who: str) -> tuple[int, int]:
+    _, _, h, w = shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        raise ShapeError(
+            f"{who}: input of spatial size {h}x{w} (padding {ph},{pw}) is smaller "
+            f"than the {kh}x{kw} kernel"
+        )
+    return output_size(h, kh, sh, ph), output_size(w, kw, sw, pw)
+
+
+def _window(i, j, oh, ow, sh, sw):
+    """The strided slice of a padded image seen by kernel offset (i, j)."""
+    return (
+        slice(None),
+        slice(None),
+        slice(i, i + sh * (oh - 1) + 1, sh),
+        slice(j, j + sw * (ow - 1) + 1, sw),
+    )
+
+
+def _pad(x, ph, pw, value=0):
+    if ph == 0 and pw == 0:
+        return x
+    xp = get_array_module(x)
+    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+
+
+def _unpad(x, ph, pw):
+    h, w = x.shape[2], x.shape[3]
+    return x[:, :, ph : h - ph, pw : w - pw]
+
+
+# ----------------------------------------------------------------------------
+# convolution: im2col / col2im and the two passes
+
+
+def im2col(x, kernel, stride=1, padding=0):
+    """Unfold image patches into columns.
+
+    x: (N, C, H, W) -> cols: (N, C*kh*kw, OH*OW), row order (c, i, j) to match
+    ``weight.reshape(F, C*kh*kw)``. The loop runs over the kh*kw kernel
+    offsets only; each copies one strided view of the padded image.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel, "kernel"), _pair(stride, "stride"), _pair(
+        padding, "padding", 0
+    )
+    xp = get_array_module(x)
+    n, c = x.shape[:2]
+    oh, ow = _out_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), "im2col")
+    xpad = _pad(x, ph, pw)
+    cols = xp.empty((n, c, kh, kw, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, i, j] = xpad[_window(i, j, oh, ow, sh, sw)]
+    return cols.reshape(n, c * kh * kw, oh * ow)
+
+
+def col2im(cols, x_shape, kernel, stride=1, padding=0):
+    """The adjoint of ``im2col``: fold columns back, summing overlaps.
+
+    cols: (N, C*kh*kw, OH*OW) -> (N, C, H, W). Same offset loop as ``im2col``
+    with ``+=`` in place of ``=``, so <im2col(x), y> = <x, col2im(y)>.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel, "kernel"), _pair(stride, "stride"), _pair(
+        padding, "padding", 0
+    )
+    xp = get_array_module(cols)
+    n, c, h, w = x_shape
+    oh, ow = _out_hw(x_shape, (kh, kw), (sh, sw), (ph, pw), "col2im")
+    cols = cols.reshape(n, c, kh, kw, oh, ow)
+    xpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            xpad[_window(i, j, oh, ow, sh, sw)] += cols[:, :, i, j]
+    return _unpad(xpad, ph, pw)
+
+
+def conv2d_forward(x, weight, bias, stride=1, padding=0):
+    """y[n, f] = sum_c (x[n, c] ⋆ weight[f, c]) + bias[f]  (cross-correlation).
+
+    x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None
+    -> y: (N, F, OH, OW), cache for ``conv2d_backward``.
+    """
+    f, c, kh, kw = weight.shape
+    cols = im2col(x, (kh, kw), stride, padding)  # (N, C*kh*kw, OH*OW)
+    oh, ow = _out_hw(x.shape, (kh, kw), _pair(stride, "stride"), _pair(padding, "padding", 0), "conv")
+    w2 = weight.reshape(f, c * kh * kw)
+    y = w2 @ cols  # (F, CKK) @ (N, CKK, P) -> (N, F, P)
+    if bias is not None:
+        y += bias[:, None]
+    cache = (cols, weight, x.shape, stride, padding)
+    return y.reshape(x.shape[0], f, oh, ow), cache
+
+
+def conv2d_backward(dy, cache, param_grads=True):
+    """Gradients of ``conv2d_forward``.
+
+    dy: (N, F, OH, OW) -> dx (N, C, H, W), dweight (F, C, kh, kw), dbias (F,)
+    (the last two None when ``param_grads`` is False). dx = col2im(Wᵀ dy) is a
+    convolution of dy with the flipped, transposed kernel.
+    """
+    cols, weight, x_shape, stride, padding = cache
+    f = weight.shape[0]
+    xp = get_array_module(dy)
+    dy2 = dy.reshape(dy.shape[0], f, -1)  # (N, F, P)
+    w2 = weight.reshape(f, -1)
+    dx = col2im(w2.T @ dy2, x_shape, weight.shape[2:], stride, padding)
+    if not param_grads:
+        return dx, None, None
+    dw = xp.tensordot(dy2, cols, axes=([0, 2], [0, 2])).reshape(weight.shape)
+    db = dy2.sum(axis=(0, 2))
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------
+# ReLU and its three backward rules
+
+
+def relu_forward(x):
+    """y = max(x, 0); the cache is the mask 1(x > 0)."""
+    xp = get_array_module(x)
+    mask = x > 0
+    return xp.where(mask, x, 0), mask
+
+
+def relu_backward(dy, mask, rule="gradient"):
+    """Backward through a ReLU under one of three rules (strict ``>``)::
+
+        gradient   dx = dy · 1(x > 0)             (backprop: the true gradient)
+        deconvnet  dx = dy · 1(dy > 0)            (Zeiler & Fergus: rectify the signal)
+        guided     dx = dy · 1(x > 0) · 1(dy > 0)  (Springenberg et al.: both)
+    """
+    xp = get_array_module(dy)
+    if rule == "gradient":
+        return xp.where(mask, dy, 0)
+    if rule == "deconvnet":
+        return xp.where(dy > 0, dy, 0)
+    if rule == "guided":
+        return xp.where(mask & (dy > 0), dy, 0)
+    raise RuleError(f"unknown ReLU rule {rule!r}; expected one of {', '.join(RULES)}")
+
+
+# ----------------------------------------------------------------------------
+# max-pooling with switches, and unpooling
+
+
+def maxpool2d_forward(x, kernel, stride, padding=0):
+    """Max over each window; the switches record where each max came from.
+
+    x: (N, C, H, W) -> y: (N, C, OH, OW), switches: (N, C, OH, OW) holding the
+    flat index i*kw + j of the winning kernel offset (the first one on ties).
+    Padding counts as -inf, as in PyTorch.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xp = get_array_module(x)
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, "max-pool")
+    xpad = _pad(x, ph, pw, value=-np.inf)
+    windows = xp.empty((kh * kw, x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            windows[i * kw + j] = xpad[_window(i, j, oh, ow, sh, sw)]
+    switches = windows.argmax(axis=0)
+    y = xp.take_along_axis(windows, switches[None], axis=0)[0]
+    return y, switches
+
+
+def unpool(grad, switches, input_shape, kernel, stride, padding=0):
+    """Place each value of ``grad`` at its switch; zeros everywhere else.
+
+    grad, switches: (N, C, OH, OW) -> (N, C, H, W). This is both the max-pool
+    backward pass and the DeconvNet's unpooling; overlapping windows sum.
+    """
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xp = get_array_module(grad)
+    n, c, h, w = input_shape
+    oh, ow = switches.shape[2:]
+    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            out[_window(i, j, oh, ow, sh, sw)] += xp.where(switches == i * kw + j, grad, 0)
+    return _unpad(out, ph, pw)
+
+
+# ----------------------------------------------------------------------------
+# average pooling
+
+
+def avgpool2d_forward(x, kernel, stride, padding=0):
+    """Mean over each window, padding counted as zeros (PyTorch's default)."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xp = get_array_module(x)
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, "avg-pool")
+    xpad = _pad(x, ph, pw)
+    y = xp.zeros((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            y += xpad[_window(i, j, oh, ow, sh, sw)]
+    return y / (kh * kw), x.shape
+
+
+def avgpool2d_backward(dy, input_shape, kernel, stride, padding=0):
+    """Spread each output gradient evenly over its window."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xp = get_array_module(dy)
+    n, c, h, w = input_shape
+    oh, ow = dy.shape[2:]
+    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+    share = dy / (kh * kw)
+    for i in range(kh):
+        for j in range(kw):
+            out[_window(i, j, oh, ow, sh, sw)] += share
+    return _unpad(out, ph, pw)
+
+
+def adaptive_pool_matrix(in_size: int, out_size: int) -> np.ndarray:
+    """(out, in) averaging matrix of PyTorch's adaptive pooling.
+
+    Bin i covers [floor(i·in/out), ceil((i+1)·in/out)); each row averages it.
+    """
+    m = np.zeros((out_size, in_size))
+    for i in range(out_size):
+        start = (i * in_size) // out_size
+        end = -((-(i + 1) * in_size) // out_size)
+        m[i, start:end] = 1.0 / (end - start)
+    return m
+
+
+def adaptive_avgpool2d_forward(x, output_size):
+    """y = P_h · x · P_wᵀ per channel, with the averaging matrices above."""
+    xp = get_array_module(x)
+    ph = xp.asarray(adaptive_pool_matrix(x.shape[2], output_size[0]), dtype=x.dtype)
+    pw = xp.asarray(adaptive_pool_matrix(x.shape[3], output_size[1]), dtype=x.dtype)
+    return ph @ x @ pw.T, (ph, pw)
+
+
+def adaptive_avgpool2d_backward(dy, cache):
+    """dx = P_hᵀ · dy · P_w."""
+    ph, pw = cache
+    return ph.T @ dy @ pw
+
+
+# ----------------------------------------------------------------------------
+# dense
+
+
+def linear_forward(x, weight, bias):
+    """y = x Wᵀ + b.  x: (N, in), weight: (out, in), bias: (out,) -> (N, out)."""
+    y = x @ weight.T
+    if bias is not None:
+        y += bias
+    return y, (x, weight)
+
+
+def linear_backward(dy, cache, param_grads=True):
+    """dx = dy W, dW = dyᵀ x, db = sum_n dy."""
+    x, weight = cache
+    dx = dy @ weight
+    if not param_grads:
+        return dx, None, None
+    return dx, dy.T @ x, dy.sum(axis=0)
+
+
+# ----------------------------------------------------------------------------
+# the layer classes
+
+
+class Layer:
+    """Holds parameters, their gradients and the cache of the last forward.
+
+    Subclasses set ``params`` / ``grads`` (dicts of arrays with equal keys)
+    and implement ``forward``, ``backward``, ``output_shape`` and ``spec``.
+    """
+
+    def __init__(self):
+        self.params: dict = {}
+        self.grads: dict = {}
+        self.cache = None
+        self.name: str | None = None
+        self.training = False
+
+    # --- helpers shared by every layer ---
+
+    def _where(self) -> str:
+        label = type(self).__name__
+        return f"layer {self.name!r} ({label})" if self.name else label
+
+    def _check(self, x, ndim: int | None, channels: int | None = None):
+        if not hasattr(x, "ndim") or not hasattr(x, "dtype"):
+            raise ShapeError(f"{self._where()}: expected an array, got {type(x).__name__}")
+        if ndim is not None and x.ndim != ndim:
+            raise ShapeError(
+                f"{self._where()}: expected a {ndim}-D input, got shape {tuple(x.shape)}"
+            )
+        if np.dtype(x.dtype).kind != "f":
+            raise ShapeError(
+                f"{self._where()}: expected a floating-point input, got dtype {x.dtype}"
+            )
+        if channels is not None and x.shape[1] != channels:
+            raise ShapeError(
+                f"{self._where()}: expected {channels} input channels/features, "
+                f"got {x.shape[1]} (input shape {tuple(x.shape)})"
+            )
+
+    def _param(self, key, x):
+        """Parameter ``key`` in the dtype of ``x`` (no copy when equal)."""
+        p = self.params[key]
+        get_array_module(x, p)  # raises a DeviceError when they disagree
+        return p if p.dtype == x.dtype else p.astype(x.dtype)
+
+    def _accumulate(self, key, grad):
+        self.grads[key] += grad.astype(self.grads[key].dtype, copy=False)
+
+    # --- the public interface ---
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, dy, param_grads: bool = True):
+        raise NotImplementedError
+
+    def output_shape(self, shape: tuple) -> tuple:
+        """Shape of one output sample for an input sample of ``shape``."""
+        return tuple(shape)
+
+    def flops(self, shape: tuple) -> int:
+        """Multiply-adds x2 of one forward pass on one sample of ``shape``."""
+        return 0
+
+    def spec(self) -> dict:
+        """Type and hyper-parameters, enough to rebuild the layer."""
+        return {"type": type(self).__name__}
+
+    def zero_grad(self):
+        for g in self.grads.values():
+            g[...] = 0
+
+    def to(self, device: str):
+        """Move parameters and gradients to ``device`` (in place)."""
+        for d in (self.params, self.grads):
+            for k in d:
+                d[k] = to_device(d[k], device)
+        self.cache = None
+        return self
+
+    def astype(self, dtype):
+        """Cast parameters and gradients to ``dtype`` (in place)."""
+        for d in (self.params, self.grads):
+            for k in d:
+                d[k] = d[k].astype(dtype)
+        return self
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k != "type")
+        return f"{type(self).__name__}({args})"
+
+
+def _uniform(rng, bound, shape):
+    return rng.uniform(-bound, bound, size=shape).astype(np.float32)
+
+
+class Conv2d(Layer):
+    """2-D convolution (cross-correlation), PyTorch's layout and default init."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, seed=None):
+        super().__init__()
+        self.in_channels, self.out_channels = int(in_channels), int(out_channels)
+        if self.in_channels < 1 or self.out_channels < 1:
+            raise ShapeError(f"Conv2d channels must be >= 1, got {in_channels}, {out_channels}")
+        self.kernel_size = _pair(kernel_size, "Conv2d kernel_size")
+        self.stride = _pair(stride, "Conv2d stride")
+        self.padding = _pair(padding, "Conv2d padding", 0)
+        rng = np.random.default_rng(seed)
+        fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+        bound = 1.0 / np.sqrt(fan_in)
+        self.params["weight"] = _uniform(rng, bound, (self.out_channels, self.in_channels, *self.kernel_size))
+        if bias:
+            self.params["bias"] = _uniform(rng, bound, (self.out_channels,))
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def forward(self, x):
+        self._check(x, 4, self.in_channels)
+        _out_hw(x.shape, self.kernel_size, self.stride, self.padding, self._where())
+        bias = self._param("bias", x) if "bias" in self.params else None
+        y, self.cache = conv2d_forward(x, self._param("weight", x), bias, self.stride, self.padding)
+        return y
+
+    def backward(self, dy, param_grads=True):
+        dx, dw, db = conv2d_backward(dy, self.cache, param_grads)
+        if param_grads:
+            self._accumulate("weight", dw)
+            if "bias" in self.params:
+                self._accumulate("bias", db)
+        return dx
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        oh, ow = _out_hw((1, c, h, w), self.kernel_size, self.stride, self.padding, self._where())
+        return (self.out_channels, oh, ow)
+
+    def flops(self, shape):
+        _, oh, ow = self.output_shape(shape)
+        kh, kw = self.kernel_size
+        return 2 * self.out_channels * oh * ow * self.in_channels * kh * kw
+
+    def spec(self):
+        return {
+            "type": "Conv2d",
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+            "bias": "bias" in self.params,
+        }
+
+
+class ReLU(Layer):
+    """max(x, 0), with a switchable backward rule (see ``relu_backward``)."""
+
+    def __init__(self, rule="gradient"):
+        super().__init__()
+        self.rule = rule
+
+    @property
+    def rule(self):
+        return self._rule
+
+    @rule.setter
+    def rule(self, value):
+        if value not in RULES:
+            raise RuleError(f"unknown ReLU rule {value!r}; expected one of {', '.join(RULES)}")
+        self._rule = value
+
+    def forward(self, x):
+        self._check(x, None)
+        y, self.cache = relu_forward(x)
+        return y
+
+    def backward(self, dy, param_grads=True):
+        return relu_backward(dy, self.cache, self.rule)
+
+    def spec(self):
+        return {"type": "ReLU", "rule": self.rule}
+
+
+class MaxPool2d(Layer):
+    """Max-pooling that keeps its ``switches`` (argmax offset per window)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "MaxPool2d kernel_size")
+        self.stride = _pair(self.kernel_size if stride is None else stride, "MaxPool2d stride")
+        self.padding = _pair(padding, "MaxPool2d padding", 0)
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+            raise ShapeError(
+                f"MaxPool2d padding {self.padding} must be at most half the kernel {self.kernel_size}"
+            )
+        self.switches = None
+        self.input_shape = None
+
+    def forward(self, x):
+        self._check(x, 4)
+        y, self.switches = maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        self.input_shape = x.shape
+        return y
+
+    def backward(self, dy, param_grads=True):
+        return unpool(dy, self.switches, self.input_shape, self.kernel_size, self.stride, self.padding)
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        return (c, *_out_hw((1, c, h, w), self.kernel_size, self.stride, self.padding, self._where()))
+
+    def spec(self):
+        return {
+            "type": "MaxPool2d",
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+        }
+
+
+class AvgPool2d(Layer):
+    """Average pooling, zero padding counted in the mean (PyTorch's default)."""
+
+    def __init__(self, kernel_size, stride=None, padding=0):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "AvgPool2d kernel_size")
+        self.stride = _pair(self.kernel_size if stride is None else stride, "AvgPool2d stride")
+        self.padding = _pair(padding, "AvgPool2d padding", 0)
+
+    def forward(self, x):
+        self._check(x, 4)
+        y, self.cache = avgpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        return y
+
+    def backward(self, dy, param_grads=True):
+        return avgpool2d_backward(dy, self.cache, self.kernel_size, self.stride, self.padding)
+
+    output_shape = MaxPool2d.output_shape
+
+    def spec(self):
+        return {
+            "type": "AvgPool2d",
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "padding": list(self.padding),
+        }
+
+
+class AdaptiveAvgPool2d(Layer):
+    """Average pooling to a fixed output size, with PyTorch's bin edges."""
+
+    def __init__(self, output_size):
+        super().__init__()
+        self.output_size = _pair(output_size, "AdaptiveAvgPool2d output_size")
+
+    def forward(self, x):
+        self._check(x, 4)
+        y, self.cache = adaptive_avgpool2d_forward(x, self.output_size)
+        return y
+
+    def backward(self, dy, param_grads=True):
+        return adaptive_avgpool2d_backward(dy, self.cache)
+
+    def output_shape(self, shape):
+        return (shape[0], *self.output_size)
+
+    def spec(self):
+        return {"type": "AdaptiveAvgPool2d", "output_size": list(self.output_size)}
+
+
+class Linear(Layer):
+    """Dense layer y = x Wᵀ + b, weight (out, in), PyTorch's default init."""
+
+    def __init__(self, in_features, out_features, bias=True, seed=None):
+        super().__init__()
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        if self.in_features < 1 or self.out_features < 1:
+            raise ShapeError(f"Linear features must be >= 1, got {in_features}, {out_features}")
+        rng = np.random.default_rng(seed)
+        bound = 1.0 / np.sqrt(self.in_features)
+        self.params["weight"] = _uniform(rng, bound, (self.out_features, self.in_features))
+        if bias:
+            self.params["bias"] = _uniform(rng, bound, (self.out_features,))
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+
+    def forward(self, x):
+        self._check(x, 2, self.in_features)
+        bias = self._param("bias", x) if "bias" in self.params else None
+        y, self.cache = linear_forward(x, self._param("weight", x), bias)
+        return y
+
+    def backward(self, dy, param_grads=True):
+        dx, dw, db = linear_backward(dy, self.cache, param_grads)
+        if param_grads:
+            self._accumulate("weight", dw)
+            if "bias" in self.params:
+                self._accumulate("bias", db)
+        return dx
+
+    def output_shape(self, shape):
+        if tuple(shape) != (self.in_features,):
+            raise ShapeError(
+                f"{self._where()}: expects {self.in_features} features, gets shape {tuple(shape)}"
+            )
+        return (self.out_features,)
+
+    def flops(self, shape):
+        return 2 * self.in_features * self.out_features
+
+    def spec(self):
+        return {
+            "type": "Linear",
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "bias": "bias" in self.params,
+        }
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C*H*W), in PyTorch's (c, h, w) order."""
+
+    def forward(self, x):
+        self._check(x, None)
+        self.cache = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, param_grads=True):
+        return dy.reshape(self.cache)
+
+    def output_shape(self, shape):
+        return (int(np.prod(shape)),)
+
+
+class Dropout(Layer):
+    """Identity at inference; in training zeroes each unit with probability p
+    and scales the rest by 1/(1-p), keeping the mask for backward."""
+
+    def __init__(self, p=0.5, seed=None):
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ShapeError(f"Dropout p must be in [0, 1), got {p}")
+        self.p = float(p)
+        self.rng = np.random.default_rng(seed)
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            self.cache = None
+            return x
+        xp = get_array_module(x)
+        keep = self.rng.random(x.shape) >= self.p  # drawn on the host: same on every device
+        self.cache = xp.asarray((keep / (1.0 - self.p)).astype(x.dtype))
+        return x * self.cache
+
+    def backward(self, dy, param_grads=True):
+        return dy if self.cache is None else dy * self.cache
+
+    def spec(self):
+        return {"type": "Dropout", "p": self.p}
+
+
+LAYER_TYPES = {
+    cls.__name__: cls
+    for cls in (Conv2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Linear, Flatten, Dropout)
+}
+
+
+def layer_from_spec(spec: dict) -> Layer:
+    """Rebuild a layer from ``Layer.spec()`` output (parameters left at init)."""
+    spec = dict(spec)
+    kind = spec.pop("type", None)
+    if kind not in LAYER_TYPES:
+        raise ShapeError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+    try:
+        return LAYER_TYPES[kind](**spec)
+    except TypeError as exc:
+        raise ShapeError(f"bad hyper-parameters for {kind}: {exc}") from None

@@ -1,0 +1,281 @@
+"""``Sequential``: a chain of layers, its forward and backward passes.
+
+The backward pass is the chain rule applied layer by layer in reverse; the
+only switch is the ReLU rule, so the same loop computes gradients, DeconvNet
+reconstructions and guided backprop (see ``relu_rule``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import namedtuple
+
+import numpy as np
+
+from .backend import device_of, get_array_module
+from .errors import RuleError, ShapeError, TinyconvError
+from .layers import RULES, Layer, ReLU
+
+Parameter = namedtuple("Parameter", "name value grad")
+
+
+def _finite(x) -> bool:
+    xp = get_array_module(x)
+    return bool(xp.isfinite(x).all())
+
+
+class Sequential:
+    """A feed-forward network whose output is the unnormalised class scores S_c.
+
+    layers:      a list of layers, a list of (name, layer) pairs, or a dict;
+                 unnamed layers are called "0", "1", ... as in PyTorch.
+    classes:     class names, one per output score.
+    mean, std:   per-channel input normalisation, in [0, 1] pixel units
+                 (x = (pixel/255 - mean) / std), used by preprocess and to
+                 turn optimised inputs back into images.
+    input_shape: (C, H, W) the network was trained on.
+    meta:        free-form provenance (source file, licence, training record).
+    """
+
+    def __init__(self, layers, classes=None, mean=None, std=None, input_shape=None, meta=None):
+        items = layers.items() if isinstance(layers, dict) else layers
+        self.layers: list[Layer] = []
+        for i, item in enumerate(items):
+            name, layer = item if isinstance(item, tuple) else (str(i), item)
+            if not isinstance(layer, Layer):
+                raise TypeError(f"item {i} of layers is a {type(layer).__name__}, not a tinyconv layer")
+            layer.name = str(name)
+            self.layers.append(layer)
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError(f"layer names must be unique, got {names}")
+        self.classes = None if classes is None else [str(c) for c in classes]
+        self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
+        channels = self.input_shape[0] if self.input_shape else None
+        self.mean = self._per_channel(mean, "mean", channels)
+        self.std = self._per_channel(std, "std", channels)
+        if self.std is not None and min(self.std) <= 0:
+            raise ValueError(f"std must be positive, got {self.std}")
+        self.meta = dict(meta or {})
+        self.activations: dict = {}
+        self.gradients: dict = {}
+        self._output_shapes: dict = {}  # layer name -> output shape of the last forward
+        if self.input_shape is not None:
+            out = self.output_shapes(self.input_shape)[-1]
+            if self.classes is not None and out != (len(self.classes),):
+                raise ShapeError(f"network outputs shape {out} but {len(self.classes)} class names were given")
+
+    @staticmethod
+    def _per_channel(value, what, channels):
+        if value is None:
+            return None
+        values = [float(v) for v in np.atleast_1d(np.asarray(value, dtype=float))]
+        if channels is not None and len(values) == 1:
+            values = values * channels
+        if channels is not None and len(values) != channels:
+            raise ValueError(f"{what} has {len(values)} values for {channels} input channels")
+        return tuple(values)
+
+    # --- containers ---
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def __getitem__(self, key):
+        return self.layers[self.index(key)]
+
+    def index(self, key) -> int:
+        """Position of a layer given its position (negative allowed) or name."""
+        if isinstance(key, (int, np.integer)):
+            if not -len(self.layers) <= key < len(self.layers):
+                raise IndexError(f"layer index {key} out of range for {len(self.layers)} layers")
+            return int(key) % len(self.layers)
+        for i, layer in enumerate(self.layers):
+            if layer.name == key:
+                return i
+        raise KeyError(f"no layer named {key!r}; names: {', '.join(l.name for l in self.layers)}")
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.classes is not None:
+            return len(self.classes)
+        if self.input_shape is not None:
+            out = self.output_shapes(self.input_shape)[-1]
+            return out[0] if len(out) == 1 else None
+        return None
+
+    # --- shapes ---
+
+    def output_shapes(self, input_shape) -> list[tuple]:
+        """Per-layer output shape of one sample; raises a ShapeError naming
+        the first layer that cannot take its input."""
+        shapes, shape = [], tuple(int(v) for v in input_shape)
+        for layer in self.layers:
+            try:
+                shape = layer.output_shape(shape)
+            except ShapeError as exc:
+                built = f" (built for {self.input_shape})" if self.input_shape else ""
+                raise ShapeError(f"input of shape {tuple(input_shape)} does not fit the network{built}: {exc}") from None
+            shapes.append(shape)
+        return shapes
+
+    def check_input(self, x):
+        """Raise a ShapeError unless ``x`` is a finite float batch this net takes."""
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise ShapeError(f"expected an array of shape (N, C, H, W), got {type(x).__name__}")
+        if np.dtype(x.dtype).kind != "f":
+            raise ShapeError(
+                f"expected floating-point input, got dtype {x.dtype}; use tinyconv.preprocess "
+                "to turn an image into network input"
+            )
+        if self.input_shape is not None:
+            if x.ndim != len(self.input_shape) + 1:
+                raise ShapeError(
+                    f"expected input of shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+                )
+            if x.shape[1] != self.input_shape[0]:
+                raise ShapeError(
+                    f"the network takes {self.input_shape[0]} input channel(s), got {x.shape[1]} "
+                    f"(input shape {tuple(x.shape)})"
+                )
+        if x.shape[0] == 0:
+            raise ShapeError("empty batch: input has N = 0")
+        self.output_shapes(x.shape[1:])
+        if not _finite(x):
+            raise ShapeError("input contains NaN or infinite values")
+
+    # --- the two passes ---
+
+    def forward(self, x, keep: bool = False):
+        """Scores S_c for a batch. x: (N, C, H, W) -> (N, K).
+
+        With ``keep=True`` every layer's output is stored in
+        ``self.activations[name]`` for study.
+        """
+        return self.forward_to(x, len(self.layers) - 1, keep)
+
+    __call__ = forward
+
+    def forward_to(self, x, layer, keep: bool = False):
+        """Run the forward pass up to and including ``layer`` (name or index)."""
+        stop = self.index(layer)
+        self.check_input(x)
+        self.activations, self._output_shapes = {}, {}
+        for current in self.layers[: stop + 1]:
+            x = current.forward(x)
+            self._output_shapes[current.name] = tuple(x.shape)
+            if keep:
+                self.activations[current.name] = x
+        return x
+
+    def backward(self, grad, param_grads: bool = True, start=None, keep: bool = False):
+        """Gradient with respect to the input, by the chain rule in reverse.
+
+        grad:        ∂L/∂(output of layer ``start``), shape of that output
+                     (by default the scores: one-hot for ∂S_c/∂I).
+        param_grads: accumulate parameter gradients in each layer's ``grads``;
+                     False skips that work (saliency, class models).
+        keep:        store ∂L/∂(output of each layer) in ``self.gradients``,
+                     and the input gradient under "input".
+        """
+        stop = len(self.layers) - 1 if start is None else self.index(start)
+        layer = self.layers[stop]
+        expected = self._output_shapes.get(layer.name)
+        if expected is None:
+            raise ShapeError(f"call forward before backward: layer {layer.name!r} has no cached forward pass")
+        if tuple(grad.shape) != expected:
+            raise ShapeError(f"gradient has shape {tuple(grad.shape)}, expected {expected} (output of layer {layer.name!r})")
+        if np.dtype(grad.dtype).kind != "f":
+            raise ShapeError(f"gradient must be floating point, got dtype {grad.dtype}")
+        if not _finite(grad):
+            raise ShapeError("gradient contains NaN or infinite values")
+        self.gradients = {}
+        for current in reversed(self.layers[: stop + 1]):
+            if keep:
+                self.gradients[current.name] = grad
+            grad = current.backward(grad, param_grads)
+        if keep:
+            self.gradients["input"] = grad
+        return grad
+
+    # --- parameters and modes ---
+
+    def parameters(self) -> list[Parameter]:
+        """(name, value, grad) for every parameter, e.g. ("0.weight", W, dW)."""
+        return [
+            Parameter(f"{layer.name}.{key}", layer.params[key], layer.grads[key])
+            for layer in self.layers
+            for key in layer.params
+        ]
+
+    def zero_grad(self):
+        for layer in self.layers:
+            layer.zero_grad()
+
+    def train(self, mode: bool = True):
+        """Training mode (dropout active) or, with False, inference mode."""
+        for layer in self.layers:
+            layer.training = mode
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    @contextlib.contextmanager
+    def relu_rule(self, rule: str):
+        """Switch every ReLU's backward rule inside a ``with`` block."""
+        if rule not in RULES:
+            raise RuleError(f"unknown ReLU rule {rule!r}; expected one of {', '.join(RULES)}")
+        relus = [layer for layer in self.layers if isinstance(layer, ReLU)]
+        saved = [layer.rule for layer in relus]
+        try:
+            for layer in relus:
+                layer.rule = rule
+            yield self
+        finally:
+            for layer, old in zip(relus, saved):
+                layer.rule = old
+
+    def to(self, device: str):
+        """Move every parameter to ``device`` ("cpu", "cuda"); returns self."""
+        for layer in self.layers:
+            layer.to(device)
+        return self
+
+    def astype(self, dtype):
+        """Cast every parameter to ``dtype``; returns self."""
+        for layer in self.layers:
+            layer.astype(dtype)
+        return self
+
+    @property
+    def device(self) -> str:
+        for p in self.parameters():
+            return device_of(p.value)
+        return "cpu"
+
+    @property
+    def dtype(self):
+        for p in self.parameters():
+            return p.value.dtype
+        return np.dtype(np.float32)
+
+    # --- persistence (see tinyconv.io) ---
+
+    def save(self, path):
+        """Write the network to a native ``.npz`` file (see ``tinyconv.load``)."""
+        from .io import save
+
+        save(self, path)
+
+    def __repr__(self):
+        lines = [f"Sequential({len(self.layers)} layers, input {self.input_shape}, "
+                 f"{self.num_classes if self.num_classes is not None else '?'} classes)"]
+        lines += [f"  ({layer.name}): {layer!r}" for layer in self.layers]
+        return "\n".join(lines)
+
+
+__all__ = ["Sequential", "Parameter", "TinyconvError"]
