@@ -1,9 +1,10 @@
 """tinyconv: a from-scratch NumPy/CuPy ConvNet engine with hand-written
 backward passes, reproducing Simonyan, Vedaldi & Zisserman (2014)."""
 
-from . import backend, layers
+from . import backend, io, layers, models
 from .backend import cuda_available, device_of, get_array_module, to_device, to_numpy
 from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
+from .io import load
 from .layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,

@@ -1,0 +1,237 @@
+"""Architecture builders: VGG-11/13/16/19 (and their ``_bn`` layouts), AlexNet
+and the MNIST CNN, with PyTorch's layer names.
+
+Every layer is named after the key prefix its parameters carry in the
+PyTorch ``state_dict`` ("features.0", "classifier.6", "conv_layers.3"...), so
+converting a checkpoint is a copy plus checks. The flatten between the
+convolutional trunk and the classifier (a call in PyTorch's ``forward``, not
+a module) is called "flatten".
+
+The ``_bn`` variants (torchvision's ``vgg11_bn``...) put a BatchNorm2d after
+each convolution; at inference that is an affine map per channel, which the
+checkpoint readers fold into the convolution (see
+``tinyconv.checkpoint.fold_batchnorm``). The built network is therefore the
+plain VGG, but its layer names keep the ``_bn`` indices (conv "features.0",
+its ReLU "features.2", the next conv "features.3"...), so a name a user
+reads in a PyTorch printout means the same layer here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WeightsError
+from .layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from .network import Sequential
+
+#: ImageNet normalisation used by every torchvision model, in [0, 1] pixel units.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: MNIST normalisation (mean and std of the training pixels in [0, 1]).
+MNIST_MEAN = (0.1307,)
+MNIST_STD = (0.3081,)
+
+# torchvision's VGG configurations: output channels of each 3x3 conv, "M" = 2x2 max-pool
+_VGG_CFG = {
+    "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg13": [64, 64, "M", 128, 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [
+        64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
+        512, 512, 512, 512, "M", 512, 512, 512, 512, "M",
+    ],
+}  # fmt: skip
+
+ARCHS = (
+    *_VGG_CFG,
+    *(f"{name}_bn" for name in _VGG_CFG),
+    "alexnet",
+    "mnist-cnn",
+)
+
+BATCHNORM = "BatchNorm2d"
+
+
+def _seeds(seed):
+    """An endless supply of per-layer seeds derived from one seed (None: fresh entropy)."""
+    seq = np.random.SeedSequence(seed)
+    while True:
+        (child,) = seq.spawn(1)
+        yield int(child.generate_state(1)[0])
+
+
+def _vgg_layout(arch, num_classes, seeds):
+    batch_norm = arch.endswith("_bn")
+    layout, index, channels = [], 0, 3
+    for value in _VGG_CFG[arch.removesuffix("_bn")]:
+        if value == "M":
+            layout.append((f"features.{index}", MaxPool2d(2, 2)))
+            index += 1
+            continue
+        layout.append((f"features.{index}", Conv2d(channels, value, 3, padding=1, seed=next(seeds))))
+        index += 1
+        if batch_norm:
+            layout.append((f"features.{index}", BATCHNORM))
+            index += 1
+        layout.append((f"features.{index}", ReLU()))
+        index += 1
+        channels = value
+    layout += [
+        ("avgpool", AdaptiveAvgPool2d((7, 7))),
+        ("flatten", Flatten()),
+        ("classifier.0", Linear(512 * 7 * 7, 4096, seed=next(seeds))),
+        ("classifier.1", ReLU()),
+        ("classifier.2", Dropout(0.5, seed=next(seeds))),
+        ("classifier.3", Linear(4096, 4096, seed=next(seeds))),
+        ("classifier.4", ReLU()),
+        ("classifier.5", Dropout(0.5, seed=next(seeds))),
+        ("classifier.6", Linear(4096, num_classes, seed=next(seeds))),
+    ]
+    return layout
+
+
+def _alexnet_layout(num_classes, seeds):
+    return [
+        ("features.0", Conv2d(3, 64, 11, stride=4, padding=2, seed=next(seeds))),
+        ("features.1", ReLU()),
+        ("features.2", MaxPool2d(3, 2)),
+        ("features.3", Conv2d(64, 192, 5, padding=2, seed=next(seeds))),
+        ("features.4", ReLU()),
+        ("features.5", MaxPool2d(3, 2)),
+        ("features.6", Conv2d(192, 384, 3, padding=1, seed=next(seeds))),
+        ("features.7", ReLU()),
+        ("features.8", Conv2d(384, 256, 3, padding=1, seed=next(seeds))),
+        ("features.9", ReLU()),
+        ("features.10", Conv2d(256, 256, 3, padding=1, seed=next(seeds))),
+        ("features.11", ReLU()),
+        ("features.12", MaxPool2d(3, 2)),
+        ("avgpool", AdaptiveAvgPool2d((6, 6))),
+        ("flatten", Flatten()),
+        ("classifier.0", Dropout(0.5, seed=next(seeds))),
+        ("classifier.1", Linear(256 * 6 * 6, 4096, seed=next(seeds))),
+        ("classifier.2", ReLU()),
+        ("classifier.3", Dropout(0.5, seed=next(seeds))),
+        ("classifier.4", Linear(4096, 4096, seed=next(seeds))),
+        ("classifier.5", ReLU()),
+        ("classifier.6", Linear(4096, num_classes, seed=next(seeds))),
+    ]
+
+
+def _mnist_layout(num_classes, seeds):
+    """The digit-recognizer-py CNN: three conv(3x3, pad 1)-ReLU-pool(2) stages
+    (28 -> 14 -> 7 -> 3), then 1152 -> 256 -> 10; no dropout."""
+    return [
+        ("conv_layers.0", Conv2d(1, 32, 3, padding=1, seed=next(seeds))),
+        ("conv_layers.1", ReLU()),
+        ("conv_layers.2", MaxPool2d(2, 2)),
+        ("conv_layers.3", Conv2d(32, 64, 3, padding=1, seed=next(seeds))),
+        ("conv_layers.4", ReLU()),
+        ("conv_layers.5", MaxPool2d(2, 2)),
+        ("conv_layers.6", Conv2d(64, 128, 3, padding=1, seed=next(seeds))),
+        ("conv_layers.7", ReLU()),
+        ("conv_layers.8", MaxPool2d(2, 2)),
+        ("flatten", Flatten()),
+        ("fc_layers.0", Linear(128 * 3 * 3, 256, seed=next(seeds))),
+        ("fc_layers.1", ReLU()),
+        ("fc_layers.2", Linear(256, num_classes, seed=next(seeds))),
+    ]
+
+
+def check_arch(arch: str) -> str:
+    """Return the canonical architecture name or raise a WeightsError listing the known ones."""
+    name = str(arch).lower()
+    if name in ("mnist_cnn", "mnist"):
+        name = "mnist-cnn"
+    if name not in ARCHS:
+        raise WeightsError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    return name
+
+
+def layout(arch: str, num_classes: int | None = None, seed=None) -> list[tuple[str, object]]:
+    """The PyTorch module list of ``arch``: (name, tinyconv layer) pairs, with
+    the string ``"BatchNorm2d"`` where the ``_bn`` variants hold a batch norm."""
+    arch = check_arch(arch)
+    num_classes = default_num_classes(arch) if num_classes is None else int(num_classes)
+    if num_classes < 1:
+        raise WeightsError(f"num_classes must be >= 1, got {num_classes}")
+    seeds = _seeds(seed)
+    if arch.startswith("vgg"):
+        return _vgg_layout(arch, num_classes, seeds)
+    if arch == "alexnet":
+        return _alexnet_layout(num_classes, seeds)
+    return _mnist_layout(num_classes, seeds)
+
+
+def default_num_classes(arch: str) -> int:
+    return 10 if check_arch(arch) == "mnist-cnn" else 1000
+
+
+def input_shape(arch: str) -> tuple[int, int, int]:
+    """(C, H, W) the architecture was trained on."""
+    return (1, 28, 28) if check_arch(arch) == "mnist-cnn" else (3, 224, 224)
+
+
+def normalisation(arch: str) -> tuple[tuple, tuple]:
+    """(mean, std) of the input normalisation x = (pixel/255 - mean) / std."""
+    if check_arch(arch) == "mnist-cnn":
+        return MNIST_MEAN, MNIST_STD
+    return IMAGENET_MEAN, IMAGENET_STD
+
+
+def default_classes(arch: str, num_classes: int | None = None) -> list[str] | None:
+    """Class names of the standard head: digits for the MNIST CNN, the 1000
+    ImageNet classes for the torchvision models; None for another head size."""
+    arch = check_arch(arch)
+    n = default_num_classes(arch) if num_classes is None else int(num_classes)
+    if arch == "mnist-cnn":
+        return [str(d) for d in range(10)] if n == 10 else None
+    return imagenet_classes() if n == 1000 else None
+
+
+def imagenet_classes() -> list[str]:
+    """The 1000 ImageNet class names in torchvision's index order
+    (tinyconv/data/imagenet_classes.txt; provenance in tinyconv/data/README.md)."""
+    path = Path(__file__).resolve().parent / "data" / "imagenet_classes.txt"
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise WeightsError(f"the ImageNet class list is missing from the installation: {path}") from None
+    names = [line for line in lines if line and not line.startswith("#")]
+    if len(names) != 1000:
+        raise WeightsError(f"{path} holds {len(names)} class names, expected 1000")
+    return names
+
+
+def build(arch: str, num_classes: int | None = None, seed=None, classes=None) -> Sequential:
+    """A freshly initialised network of a known architecture.
+
+    arch:        one of ``ARCHS`` ("vgg16", "vgg16_bn", "alexnet", "mnist-cnn"...).
+    num_classes: size of the last layer (default 1000, or 10 for "mnist-cnn").
+    seed:        seed of the weight initialisation (PyTorch's default uniform
+                 init); None draws fresh entropy.
+    classes:     class names; by default the ImageNet names for a 1000-way
+                 torchvision model and "0".."9" for the MNIST CNN.
+
+    Input normalisation (mean/std) and ``input_shape`` are those of the
+    architecture's training data.
+    """
+    arch = check_arch(arch)
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if num_classes is not None and int(num_classes) != len(classes):
+            raise WeightsError(f"num_classes={num_classes} but {len(classes)} class names were given")
+        num_classes = len(classes)
+    layers = [(name, layer) for name, layer in layout(arch, num_classes, seed) if layer != BATCHNORM]
+    n_out = layers[-1][1].out_features
+    if classes is None:
+        classes = default_classes(arch, n_out)
+    mean, std = normalisation(arch)
+    return Sequential(
+        layers, classes=classes, mean=mean, std=std, input_shape=input_shape(arch), meta={"arch": arch}
+    )
+
+
+__all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_MEAN", "MNIST_STD", "build", "layout"]
