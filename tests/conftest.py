@@ -1,6 +1,7 @@
 """Shared test configuration: hypothesis profiles and the backends to run on."""
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -21,3 +22,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Print the worst relative error of every gradient check run (see gradcheck.py)."""
+    gradcheck = sys.modules.get("gradcheck")  # only when some test imported it
+    lines = gradcheck.summary_lines() if gradcheck is not None else []
+    if lines:
+        terminalreporter.section("gradient checks (central differences, float64)")
+        for line in lines:
+            terminalreporter.write_line(line)
