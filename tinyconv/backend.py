@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .errors import TinyconvError
+
 __all__ = [
     "DeviceError",
     "get_array_module",
@@ -25,7 +27,7 @@ __all__ = [
 ]
 
 
-class DeviceError(RuntimeError):
+class DeviceError(TinyconvError, RuntimeError):
     """A device was asked for that this machine cannot give, or arrays disagree."""
 
 

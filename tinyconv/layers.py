@@ -12,9 +12,11 @@ weights (out, in). Every function keeps the dtype it is given.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from .backend import get_array_module, to_device
+from .backend import DeviceError, device_of, get_array_module, to_device
 from .errors import RuleError, ShapeError
 
 RULES = ("gradient", "deconvnet", "guided")
@@ -322,6 +324,17 @@ class Layer:
         self.cache = None
         self.name: str | None = None
         self.training = False
+        self._forward_out = None  # (shape, device) of the last forward's output
+
+    def __init_subclass__(cls, **kwargs):
+        """Give every layer the same guard rails: its ``forward`` records the
+        output's shape and device, its ``backward`` refuses to run before a
+        forward or on a gradient of another shape or device."""
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _recording_forward(cls.__dict__["forward"])
+        if "backward" in cls.__dict__:
+            cls.backward = _checked_backward(cls.__dict__["backward"])
 
     # --- helpers shared by every layer ---
 
@@ -385,6 +398,7 @@ class Layer:
             for k in d:
                 d[k] = to_device(d[k], device)
         self.cache = None
+        self._forward_out = None
         return self
 
     def astype(self, dtype):
@@ -397,6 +411,32 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k != "type")
         return f"{type(self).__name__}({args})"
+
+
+def _recording_forward(forward):
+    @functools.wraps(forward)
+    def wrapper(self, x, *args, **kwargs):
+        y = forward(self, x, *args, **kwargs)
+        self._forward_out = (tuple(y.shape), device_of(y))
+        return y
+
+    return wrapper
+
+
+def _checked_backward(backward):
+    @functools.wraps(backward)
+    def wrapper(self, dy, *args, **kwargs):
+        if getattr(self, "_forward_out", None) is None:
+            raise ShapeError(f"{self._where()}: call forward before backward (no cached forward pass)")
+        shape, device = self._forward_out
+        if tuple(getattr(dy, "shape", ())) != shape or not hasattr(dy, "dtype"):
+            got = tuple(dy.shape) if hasattr(dy, "shape") else type(dy).__name__
+            raise ShapeError(f"{self._where()}: gradient has shape {got}, expected {shape} (forward output)")
+        if device_of(dy) != device:
+            raise DeviceError(f"{self._where()}: gradient on {device_of(dy)!r}, forward ran on {device!r}")
+        return backward(self, dy, *args, **kwargs)
+
+    return wrapper
 
 
 def _uniform(rng, bound, shape):
