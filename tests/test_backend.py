@@ -1,0 +1,232 @@
+"""Tests of tinyconv.backend, and device discipline proven without a GPU.
+
+A fake device (tests/fake_device.py) behaves like CuPy: its arrays refuse to
+become NumPy arrays implicitly and refuse NumPy functions. A whole network
+runs forward and backward on it and must give exactly the NumPy results,
+with every array staying on the fake device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fake_device import FakeArray, FakeDeviceError, fake_module
+
+import tinyconv
+from tinyconv import backend
+from tinyconv.backend import DeviceError, device_of, get_array_module, register_backend, to_device, to_numpy
+from tinyconv.errors import TinyconvError
+from tinyconv.layers import (
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    col2im,
+    im2col,
+    unpool,
+)
+
+
+@pytest.fixture
+def fake():
+    """The fake device, registered as "fake" for one test."""
+    register_backend("fake", FakeArray, fake_module)
+    yield fake_module
+    backend._BACKENDS.pop("fake", None)
+
+
+# ----------------------------------------------------------------------------
+# the backend's own functions
+
+
+def test_numpy_is_the_default_module():
+    x = np.zeros(3)
+    assert get_array_module(x) is np and get_array_module() is np
+    assert get_array_module(x, None, 1.0) is np
+    assert device_of(x) == "cpu"
+    assert to_device(x, "cpu") is x and to_numpy(x) is x
+
+
+def test_moving_to_the_fake_device_and_back(fake):
+    x = np.arange(6.0).reshape(2, 3)
+    d = to_device(x, "fake")
+    assert isinstance(d, FakeArray) and device_of(d) == "fake"
+    assert get_array_module(d) is fake
+    assert to_device(d, "fake") is d  # no copy when already there
+    back = to_device(d, "cpu")
+    assert type(back) is np.ndarray
+    np.testing.assert_array_equal(back, x)
+    np.testing.assert_array_equal(to_numpy(d), x)
+
+
+def test_mixed_devices_raise_a_device_error_naming_both(fake):
+    d = fake.zeros(3)
+    with pytest.raises(DeviceError, match=r"arrays on different devices \(fake and cpu\)"):
+        get_array_module(d, np.zeros(3))
+    assert issubclass(DeviceError, TinyconvError)
+
+
+def test_unavailable_devices_are_named():
+    if not tinyconv.cuda_available():
+        with pytest.raises(DeviceError, match="device 'cuda' is not available"):
+            to_device(np.zeros(2), "cuda")
+    with pytest.raises(DeviceError, match="unknown device 'tpu'; expected one of: cpu, cuda"):
+        to_device(np.zeros(2), "tpu")
+    with pytest.raises(ValueError, match="'cpu' is NumPy's name"):
+        register_backend("cpu", FakeArray, fake_module)
+
+
+# ----------------------------------------------------------------------------
+# the fake device is as strict as CuPy (so the tests below can fail)
+
+
+def test_fake_arrays_refuse_numpy(fake):
+    d = fake.asarray(np.arange(4.0))
+    for attempt in (
+        lambda: np.asarray(d),
+        lambda: np.array(d),
+        lambda: np.exp(d),  # a ufunc
+        lambda: np.pad(d, 1),  # an array function
+        lambda: np.sum(d),
+        lambda: d + np.ones(4),  # mixing devices
+        lambda: np.ones(4) * d,
+        lambda: fake.where(np.ones(4) > 0, d, 0),  # a host array into the device module
+        lambda: bool(d),  # more than one element
+    ):
+        with pytest.raises(TypeError):
+            attempt()
+    assert isinstance(d.sum(), FakeArray) and d.sum().ndim == 0  # reductions stay on the device
+    assert float(d.sum()) == 6.0 and bool(d[1] > 0) and int(d.argmax()) == 3  # size-1: allowed
+    assert isinstance(d[1:], FakeArray) and isinstance(d.reshape(2, 2).T, FakeArray)
+    view = d[1:3]
+    view += 10  # views write through, like device memory
+    np.testing.assert_array_equal(fake.asnumpy(d), [0, 11, 12, 3])
+
+
+def test_an_engine_call_to_numpy_would_be_caught(fake):
+    """What the device tests guard against: np.* on a device array raises."""
+    d = fake.asarray(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(FakeDeviceError, match="numpy.pad was called on a FakeArray"):
+        np.pad(d, ((0, 0), (0, 0), (1, 1), (1, 1)))
+
+
+# ----------------------------------------------------------------------------
+# the engine on the fake device
+
+
+def build_net(seed=0):
+    """conv-ReLU-maxpool-avgpool-adaptive-dropout-flatten-dense, every layer type."""
+    return tinyconv.Sequential(
+        [
+            Conv2d(2, 4, (3, 2), stride=1, padding=(1, 0), seed=seed),
+            ReLU(),
+            MaxPool2d(3, 2, padding=1),
+            AvgPool2d(2, 1, padding=1),
+            AdaptiveAvgPool2d((3, 2)),
+            Dropout(0.4, seed=seed + 1),
+            Flatten(),
+            Linear(4 * 3 * 2, 5, seed=seed + 2),
+        ],
+        input_shape=(2, 9, 8),
+    )
+
+
+def _run(net, x, seed, device, rule="gradient"):
+    """forward + backward with taps; everything returned on the host."""
+    xd = to_device(x, device)
+    scores = net.forward(xd, keep=True)
+    net.zero_grad()
+    with net.relu_rule(rule):
+        dx = net.backward(to_device(seed, device), keep=True)
+    arrays = {"scores": scores, "dx": dx}
+    arrays.update({f"act {k}": v for k, v in net.activations.items()})
+    arrays.update({f"grad {k}": v for k, v in net.gradients.items()})
+    arrays.update({f"param {p.name}": p.value for p in net.parameters()})
+    arrays.update({f"pgrad {p.name}": p.grad for p in net.parameters()})
+    for layer in net:
+        if isinstance(layer, MaxPool2d):
+            arrays["switches"] = layer.switches
+        if isinstance(layer, Dropout) and layer.cache is not None:
+            arrays["mask"] = layer.cache
+    return arrays
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [False, True])
+@pytest.mark.parametrize("rule", ["gradient", "deconvnet", "guided"])
+def test_network_on_the_fake_device_matches_numpy(fake, dtype, training, rule):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 2, 9, 8)).astype(dtype)
+    seed = rng.standard_normal((3, 5)).astype(dtype)
+    host = build_net().astype(dtype).train(training)
+    device = build_net().astype(dtype).train(training).to("fake")
+    assert device.device == "fake"
+    want = _run(host, x, seed, "cpu", rule)
+    got = _run(device, x, seed, "fake", rule)
+    assert set(got) == set(want)
+    for key, value in got.items():
+        assert isinstance(value, FakeArray), f"{key} left the device: {type(value).__name__}"
+        assert value.dtype == want[key].dtype, key
+        np.testing.assert_array_equal(fake.asnumpy(value), want[key], err_msg=key)
+    if training:
+        assert "mask" in got
+
+
+def test_param_grads_false_and_forward_to_on_the_fake_device(fake):
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 2, 9, 8))
+    host, device = build_net().astype(np.float64), build_net().astype(np.float64).to("fake")
+    out = host.forward_to(x, 3)
+    want = host.backward(np.ones(out.shape), start=3, param_grads=False)
+    out = device.forward_to(fake.asarray(x), 3)
+    dx = device.backward(fake.ones(out.shape), start=3, param_grads=False)
+    assert isinstance(out, FakeArray) and isinstance(dx, FakeArray)
+    np.testing.assert_array_equal(fake.asnumpy(dx), want)
+    assert not any(bool(p.grad.any()) for p in device.parameters())
+
+
+def test_engine_functions_on_the_fake_device(fake):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((2, 3, 6, 5))
+    d = fake.asarray(x)
+    cols = im2col(d, (3, 2), (2, 1), (1, 1))
+    assert isinstance(cols, FakeArray)
+    np.testing.assert_array_equal(fake.asnumpy(cols), im2col(x, (3, 2), (2, 1), (1, 1)))
+    back = col2im(cols, x.shape, (3, 2), (2, 1), (1, 1))
+    np.testing.assert_array_equal(
+        fake.asnumpy(back), col2im(fake.asnumpy(cols), x.shape, (3, 2), (2, 1), (1, 1))
+    )
+    pool = MaxPool2d(3, 2, 1)
+    pool.forward(d)
+    assert isinstance(pool.switches, FakeArray)
+    g = fake.ones((2, 3, 3, 3))
+    assert isinstance(unpool(g, pool.switches, x.shape, (3, 3), (2, 2), (1, 1)), FakeArray)
+
+
+def test_device_mismatch_is_a_tinyconv_error_naming_the_devices(fake):
+    x = np.random.default_rng(0).standard_normal((1, 2, 9, 8))
+    host = build_net()
+    with pytest.raises(DeviceError, match="different devices"):
+        host.forward(fake.asarray(x.astype(np.float32)))
+    device = build_net().to("fake")
+    with pytest.raises(DeviceError, match="different devices"):
+        device.forward(x.astype(np.float32))
+    scores = device.forward(fake.asarray(x.astype(np.float32)))
+    with pytest.raises(DeviceError, match="gradient on 'cpu', forward ran on 'fake'"):
+        device.backward(np.ones(scores.shape, dtype=np.float32))
+    layer = ReLU()
+    layer.forward(fake.asarray(x))
+    with pytest.raises(TinyconvError, match="'cpu'.*'fake'"):
+        layer.backward(np.ones(x.shape))
+
+
+def test_moving_a_network_moves_parameters_and_gradients(fake):
+    net = build_net().to("fake")
+    assert all(isinstance(p.value, FakeArray) and isinstance(p.grad, FakeArray) for p in net.parameters())
+    net.to("cpu")
+    assert all(type(p.value) is np.ndarray and type(p.grad) is np.ndarray for p in net.parameters())
+    assert net.device == "cpu"
