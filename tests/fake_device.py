@@ -222,6 +222,7 @@ class FakeModule(types.ModuleType):
     def __init__(self, name: str = "fake_numpy", target=np):
         super().__init__(name)
         self._target = target
+        self.ndarray = FakeArray  # as cupy.ndarray
 
     def __getattr__(self, name):
         if name.startswith("__"):
