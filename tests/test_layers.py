@@ -36,6 +36,7 @@ from tinyconv.layers import (
     ReLU,
     col2im,
     im2col,
+    layer_from_spec,
     relu_backward,
     unpool,
 )
@@ -122,6 +123,19 @@ def test_conv2d_gradients(case, f):
     layer.params["weight"] = rng.standard_normal(layer.params["weight"].shape)
     x = rng.standard_normal((case["n"], case["c"], case["h"], case["w"]))
     check_layer_gradients(layer, x, "Conv2d", rng)
+
+
+@pytest.mark.parametrize(
+    "layer, shape",
+    [
+        (Conv2d(2, 3, (2, 3), stride=(1, 2), padding=(0, 1), bias=False, seed=0), (2, 2, 4, 5)),
+        (Linear(5, 3, bias=False), (2, 5)),
+    ],
+)
+def test_gradients_without_bias(layer, shape):
+    assert set(layer.params) == set(layer.grads) == {"weight"}
+    rng = np.random.default_rng(0)
+    check_layer_gradients(layer, rng.standard_normal(shape), type(layer).__name__, rng)
 
 
 @given(shape=hnp.array_shapes(min_dims=1, max_dims=4, max_side=4), seed=seeds)
@@ -480,6 +494,31 @@ def test_adaptive_avgpool2d_matches_torch(hw, out, seed):
     x = np.random.default_rng(seed).standard_normal((2, 3, *hw))
     want = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(x), out).numpy()
     np.testing.assert_allclose(AdaptiveAvgPool2d(out).forward(x), want, rtol=1e-12, atol=1e-14)
+
+
+# ----------------------------------------------------------------------------
+# shapes, FLOPs and specs agree with what forward does
+
+
+@given(case=window_cases(max_kernel=3, half_kernel_padding=True), f=st.integers(1, 3))
+def test_output_shape_and_spec_agree_with_forward(case, f):
+    x = np.zeros((case["n"], case["c"], case["h"], case["w"]))
+    args = case["kernel"], case["stride"], case["padding"]
+    conv = Conv2d(case["c"], f, *args)
+    for layer in (
+        conv,
+        MaxPool2d(*args),
+        AvgPool2d(*args),
+        AdaptiveAvgPool2d((2, 3)),
+        ReLU("guided"),
+        Flatten(),
+    ):
+        assert layer.output_shape(x.shape[1:]) == layer.forward(x).shape[1:], layer
+        rebuilt = layer_from_spec(layer.spec())
+        assert type(rebuilt) is type(layer) and rebuilt.spec() == layer.spec()
+    _, oh, ow = conv.output_shape(x.shape[1:])
+    kh, kw = case["kernel"]
+    assert conv.flops(x.shape[1:]) == 2 * f * oh * ow * case["c"] * kh * kw
 
 
 # ----------------------------------------------------------------------------
