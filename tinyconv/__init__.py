@@ -3,6 +3,8 @@ backward passes, reproducing Simonyan, Vedaldi & Zisserman (2014)."""
 
 from . import backend, io, layers, models
 from .backend import cuda_available, device_of, get_array_module, to_device, to_numpy
+from .checkpoint import load_checkpoint
+from .convert import from_torch
 from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
 from .io import load
 from .layers import (

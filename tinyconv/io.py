@@ -99,8 +99,13 @@ def save(net: Sequential, path) -> None:
         arrays[p.name] = np.ascontiguousarray(to_numpy(p.value))
     path = Path(path)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "wb") as f:  # a file object: savez must not append ".npz" to the name
-        np.savez(f, **arrays)
+    # np.savez's layout, written by hand with a fixed timestamp so that the
+    # same network always gives the same bytes (and sha256)
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+        for key, value in arrays.items():
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            with archive.open(info, "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, value, allow_pickle=False)
     os.replace(tmp, path)
 
 

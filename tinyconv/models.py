@@ -63,81 +63,122 @@ def _seeds(seed):
         yield int(child.generate_state(1)[0])
 
 
-def _vgg_layout(arch, num_classes, seeds):
+def _conv(*args, **kwargs):
+    return (Conv2d, args, kwargs)
+
+
+def _linear(*args):
+    return (Linear, args, {})
+
+
+def _pool(*args):
+    return (MaxPool2d, args, {})
+
+
+def _relu():
+    return (ReLU, (), {})
+
+
+def _dropout():
+    return (Dropout, (0.5,), {})
+
+
+def _vgg_blueprint(arch, num_classes):
     batch_norm = arch.endswith("_bn")
     layout, index, channels = [], 0, 3
     for value in _VGG_CFG[arch.removesuffix("_bn")]:
         if value == "M":
-            layout.append((f"features.{index}", MaxPool2d(2, 2)))
+            layout.append((f"features.{index}", _pool(2, 2)))
             index += 1
             continue
-        layout.append((f"features.{index}", Conv2d(channels, value, 3, padding=1, seed=next(seeds))))
+        layout.append((f"features.{index}", _conv(channels, value, 3, padding=1)))
         index += 1
         if batch_norm:
             layout.append((f"features.{index}", BATCHNORM))
             index += 1
-        layout.append((f"features.{index}", ReLU()))
+        layout.append((f"features.{index}", _relu()))
         index += 1
         channels = value
     layout += [
-        ("avgpool", AdaptiveAvgPool2d((7, 7))),
-        ("flatten", Flatten()),
-        ("classifier.0", Linear(512 * 7 * 7, 4096, seed=next(seeds))),
-        ("classifier.1", ReLU()),
-        ("classifier.2", Dropout(0.5, seed=next(seeds))),
-        ("classifier.3", Linear(4096, 4096, seed=next(seeds))),
-        ("classifier.4", ReLU()),
-        ("classifier.5", Dropout(0.5, seed=next(seeds))),
-        ("classifier.6", Linear(4096, num_classes, seed=next(seeds))),
+        ("avgpool", (AdaptiveAvgPool2d, ((7, 7),), {})),
+        ("flatten", (Flatten, (), {})),
+        ("classifier.0", _linear(512 * 7 * 7, 4096)),
+        ("classifier.1", _relu()),
+        ("classifier.2", _dropout()),
+        ("classifier.3", _linear(4096, 4096)),
+        ("classifier.4", _relu()),
+        ("classifier.5", _dropout()),
+        ("classifier.6", _linear(4096, num_classes)),
     ]
     return layout
 
 
-def _alexnet_layout(num_classes, seeds):
+def _alexnet_blueprint(num_classes):
     return [
-        ("features.0", Conv2d(3, 64, 11, stride=4, padding=2, seed=next(seeds))),
-        ("features.1", ReLU()),
-        ("features.2", MaxPool2d(3, 2)),
-        ("features.3", Conv2d(64, 192, 5, padding=2, seed=next(seeds))),
-        ("features.4", ReLU()),
-        ("features.5", MaxPool2d(3, 2)),
-        ("features.6", Conv2d(192, 384, 3, padding=1, seed=next(seeds))),
-        ("features.7", ReLU()),
-        ("features.8", Conv2d(384, 256, 3, padding=1, seed=next(seeds))),
-        ("features.9", ReLU()),
-        ("features.10", Conv2d(256, 256, 3, padding=1, seed=next(seeds))),
-        ("features.11", ReLU()),
-        ("features.12", MaxPool2d(3, 2)),
-        ("avgpool", AdaptiveAvgPool2d((6, 6))),
-        ("flatten", Flatten()),
-        ("classifier.0", Dropout(0.5, seed=next(seeds))),
-        ("classifier.1", Linear(256 * 6 * 6, 4096, seed=next(seeds))),
-        ("classifier.2", ReLU()),
-        ("classifier.3", Dropout(0.5, seed=next(seeds))),
-        ("classifier.4", Linear(4096, 4096, seed=next(seeds))),
-        ("classifier.5", ReLU()),
-        ("classifier.6", Linear(4096, num_classes, seed=next(seeds))),
+        ("features.0", _conv(3, 64, 11, stride=4, padding=2)),
+        ("features.1", _relu()),
+        ("features.2", _pool(3, 2)),
+        ("features.3", _conv(64, 192, 5, padding=2)),
+        ("features.4", _relu()),
+        ("features.5", _pool(3, 2)),
+        ("features.6", _conv(192, 384, 3, padding=1)),
+        ("features.7", _relu()),
+        ("features.8", _conv(384, 256, 3, padding=1)),
+        ("features.9", _relu()),
+        ("features.10", _conv(256, 256, 3, padding=1)),
+        ("features.11", _relu()),
+        ("features.12", _pool(3, 2)),
+        ("avgpool", (AdaptiveAvgPool2d, ((6, 6),), {})),
+        ("flatten", (Flatten, (), {})),
+        ("classifier.0", _dropout()),
+        ("classifier.1", _linear(256 * 6 * 6, 4096)),
+        ("classifier.2", _relu()),
+        ("classifier.3", _dropout()),
+        ("classifier.4", _linear(4096, 4096)),
+        ("classifier.5", _relu()),
+        ("classifier.6", _linear(4096, num_classes)),
     ]
 
 
-def _mnist_layout(num_classes, seeds):
+def _mnist_blueprint(num_classes):
     """The digit-recognizer-py CNN: three conv(3x3, pad 1)-ReLU-pool(2) stages
     (28 -> 14 -> 7 -> 3), then 1152 -> 256 -> 10; no dropout."""
     return [
-        ("conv_layers.0", Conv2d(1, 32, 3, padding=1, seed=next(seeds))),
-        ("conv_layers.1", ReLU()),
-        ("conv_layers.2", MaxPool2d(2, 2)),
-        ("conv_layers.3", Conv2d(32, 64, 3, padding=1, seed=next(seeds))),
-        ("conv_layers.4", ReLU()),
-        ("conv_layers.5", MaxPool2d(2, 2)),
-        ("conv_layers.6", Conv2d(64, 128, 3, padding=1, seed=next(seeds))),
-        ("conv_layers.7", ReLU()),
-        ("conv_layers.8", MaxPool2d(2, 2)),
-        ("flatten", Flatten()),
-        ("fc_layers.0", Linear(128 * 3 * 3, 256, seed=next(seeds))),
-        ("fc_layers.1", ReLU()),
-        ("fc_layers.2", Linear(256, num_classes, seed=next(seeds))),
+        ("conv_layers.0", _conv(1, 32, 3, padding=1)),
+        ("conv_layers.1", _relu()),
+        ("conv_layers.2", _pool(2, 2)),
+        ("conv_layers.3", _conv(32, 64, 3, padding=1)),
+        ("conv_layers.4", _relu()),
+        ("conv_layers.5", _pool(2, 2)),
+        ("conv_layers.6", _conv(64, 128, 3, padding=1)),
+        ("conv_layers.7", _relu()),
+        ("conv_layers.8", _pool(2, 2)),
+        ("flatten", (Flatten, (), {})),
+        ("fc_layers.0", _linear(128 * 3 * 3, 256)),
+        ("fc_layers.1", _relu()),
+        ("fc_layers.2", _linear(256, num_classes)),
     ]
+
+
+def conv2d_from(weight, bias=None, stride=1, padding=0) -> Conv2d:
+    """A Conv2d holding the given arrays (weight (F, C, kh, kw), bias (F,) or
+    None), built without drawing a random initialisation first."""
+    f, c, kh, kw = weight.shape
+    layer = Conv2d(1, 1, (kh, kw), stride, padding, bias=bias is not None)
+    layer.in_channels, layer.out_channels = int(c), int(f)
+    layer.params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+    return layer
+
+
+def linear_from(weight, bias=None) -> Linear:
+    """A Linear holding the given arrays (weight (out, in), bias (out,) or None)."""
+    out_features, in_features = weight.shape
+    layer = Linear(1, 1, bias=bias is not None)
+    layer.in_features, layer.out_features = int(in_features), int(out_features)
+    layer.params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
+    layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+    return layer
 
 
 def check_arch(arch: str) -> str:
@@ -150,19 +191,49 @@ def check_arch(arch: str) -> str:
     return name
 
 
-def layout(arch: str, num_classes: int | None = None, seed=None) -> list[tuple[str, object]]:
-    """The PyTorch module list of ``arch``: (name, tinyconv layer) pairs, with
-    the string ``"BatchNorm2d"`` where the ``_bn`` variants hold a batch norm."""
+def blueprint(arch: str, num_classes: int | None = None) -> list[tuple[str, object]]:
+    """The PyTorch module list of ``arch`` without allocating weights:
+    (name, (layer class, args, kwargs)) pairs, with the string
+    ``"BatchNorm2d"`` in place of the triple where a ``_bn`` variant holds a
+    batch norm."""
     arch = check_arch(arch)
     num_classes = default_num_classes(arch) if num_classes is None else int(num_classes)
     if num_classes < 1:
         raise WeightsError(f"num_classes must be >= 1, got {num_classes}")
-    seeds = _seeds(seed)
     if arch.startswith("vgg"):
-        return _vgg_layout(arch, num_classes, seeds)
+        return _vgg_blueprint(arch, num_classes)
     if arch == "alexnet":
-        return _alexnet_layout(num_classes, seeds)
-    return _mnist_layout(num_classes, seeds)
+        return _alexnet_blueprint(num_classes)
+    return _mnist_blueprint(num_classes)
+
+
+def layout(arch: str, num_classes: int | None = None, seed=None) -> list[tuple[str, object]]:
+    """``blueprint`` with the layers built: (name, tinyconv layer) pairs, and
+    the string ``"BatchNorm2d"`` where a ``_bn`` variant holds a batch norm.
+    Weighted layers and dropouts get seeds derived from ``seed``."""
+    seeds, built = _seeds(seed), []
+    for name, entry in blueprint(arch, num_classes):
+        if entry == BATCHNORM:
+            built.append((name, BATCHNORM))
+            continue
+        cls, args, kwargs = entry
+        if cls in (Conv2d, Linear, Dropout):
+            kwargs = {**kwargs, "seed": next(seeds)}
+        built.append((name, cls(*args, **kwargs)))
+    return built
+
+
+def state_dict_keys(arch: str) -> dict[str, str]:
+    """state_dict key -> module type ("Conv2d", "Linear", "BatchNorm2d") of
+    ``arch``'s PyTorch model (torchvision layout), computed without weights."""
+    keys = {}
+    for name, entry in blueprint(arch):
+        if entry == BATCHNORM:
+            for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
+                keys[f"{name}.{leaf}"] = BATCHNORM
+        elif entry[0] in (Conv2d, Linear):
+            keys[f"{name}.weight"] = keys[f"{name}.bias"] = entry[0].__name__
+    return keys
 
 
 def default_num_classes(arch: str) -> int:
@@ -234,4 +305,7 @@ def build(arch: str, num_classes: int | None = None, seed=None, classes=None) ->
     )
 
 
-__all__ = ["ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_MEAN", "MNIST_STD", "build", "layout"]
+__all__ = [
+    "ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_MEAN", "MNIST_STD",
+    "blueprint", "build", "layout", "state_dict_keys",
+]  # fmt: skip

@@ -1,0 +1,254 @@
+"""``load_checkpoint``: a trained network from a PyTorch or safetensors file,
+without PyTorch.
+
+The file is read by ``tinyconv.torchfile`` (``.pth`` / ``.pt``) or
+``tinyconv.safetensors``; its tensors are matched by name to the layers of a
+known architecture (``tinyconv.models``), whose layer names are the
+state_dict prefixes, so a conversion is a copy plus checks. Every missing
+key, unexpected key and shape mismatch is reported by name.
+
+BatchNorm folding (the ``_bn`` VGGs). At inference a BatchNorm2d after a
+convolution is the per-channel affine map y = γ (z − μ) / √(σ² + ε) + β with
+the running statistics μ, σ²; with s = γ / √(σ² + ε) the pair collapses
+into one convolution:
+
+    W'[f] = W[f] · s[f]            b'[f] = (b[f] − μ[f]) · s[f] + β[f]
+
+computed in float64 and stored in the convolution's dtype. The folded
+network equals the PyTorch model in ``eval()`` mode (not in training mode,
+where batch statistics are used). ε is not stored in a state_dict: it is
+torchvision's 1e-5 unless ``bn_eps`` says otherwise.
+
+timm's VGG layout is accepted as well: its ``pre_logits.fc1`` (a 7x7
+convolution over the 7x7 feature map), ``pre_logits.fc2`` (1x1) and
+``head.fc`` are the torchvision classifier's three Linear layers, reshaped;
+the two are the same function at the 224x224 input size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import models
+from .errors import WeightsError
+from .io import sha256
+from .layers import Conv2d, Linear
+from .network import Sequential
+from .safetensors import is_safetensors, read_safetensors
+from .torchfile import Tensor, read_pth, tensors
+
+BN_EPS = 1e-5
+
+_TIMM_VGG = {"pre_logits.fc1": "classifier.0", "pre_logits.fc2": "classifier.3", "head.fc": "classifier.6"}
+
+
+def read_tensors(path) -> tuple[dict[str, Tensor], dict]:
+    """(name -> Tensor, metadata) of a ``.pth`` / ``.pt`` / ``.safetensors`` file,
+    told apart by their content, not their name."""
+    where = str(path)
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if not head:
+        raise WeightsError(f"{where} is empty")
+    if head.startswith(b"PK"):
+        return tensors(read_pth(path), where), {}
+    if is_safetensors(path):
+        return read_safetensors(path)
+    return tensors(read_pth(path), where), {}  # raises a WeightsError saying what the file is not
+
+
+def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=BN_EPS):
+    """Fold an eval-mode BatchNorm2d into the convolution before it.
+
+    weight: (F, C, kh, kw), bias: (F,) or None, the rest (F,)
+    -> (W', b') with W'[f] = W[f]·s[f], b'[f] = (b[f] − μ[f])·s[f] + β[f],
+    s = γ / √(σ² + ε); computed in float64, returned in ``weight``'s dtype.
+    """
+    dtype = weight.dtype
+    w64 = np.asarray(weight, dtype=np.float64)
+    b64 = np.zeros(w64.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    if (var < 0).any():
+        raise WeightsError("BatchNorm running_var has negative entries")
+    scale = np.asarray(gamma, dtype=np.float64) / np.sqrt(var + eps)
+    folded_w = w64 * scale[:, None, None, None]
+    folded_b = (b64 - np.asarray(mean, dtype=np.float64)) * scale + np.asarray(beta, dtype=np.float64)
+    return folded_w.astype(dtype), folded_b.astype(dtype)
+
+
+def _timm_to_torchvision(state: dict) -> dict:
+    """Rename timm VGG keys to torchvision's; reshape its conv classifier to Linear."""
+    if not any(k.startswith(("pre_logits.", "head.fc.")) for k in state):
+        return state
+    out = {}
+    for key, value in state.items():
+        prefix, _, leaf = key.rpartition(".")
+        if prefix in _TIMM_VGG:
+            array = value.array
+            if leaf == "weight" and array.ndim == 4:
+                array = array.reshape(array.shape[0], -1)  # (out, C, kh, kw) -> (out, C*kh*kw)
+            out[f"{_TIMM_VGG[prefix]}.{leaf}"] = Tensor(array, value.torch_dtype)
+        else:
+            out[key] = value
+    return out
+
+
+def guess_arch(state: dict) -> str | None:
+    """The one known architecture whose key names are exactly ``state``'s, or None."""
+    names = set(_timm_to_torchvision(state))
+    found = [arch for arch in models.ARCHS if set(models.state_dict_keys(arch)) == names]
+    if not found:  # files saved without BatchNorm's num_batches_tracked
+        found = [
+            arch for arch in models.ARCHS
+            if {k for k in models.state_dict_keys(arch) if not k.endswith("num_batches_tracked")} == names
+        ]  # fmt: skip
+    return found[0] if len(found) == 1 else None
+
+
+def _float(tensor: Tensor, key: str, dtype) -> np.ndarray:
+    if tensor.torch_dtype not in ("FloatStorage", "DoubleStorage", "HalfStorage", "BFloat16Storage"):
+        raise WeightsError(f"tensor {key!r} has integer/bool storage {tensor.torch_dtype}, expected floats")
+    array = tensor.numpy()
+    if dtype is not None:
+        array = array.astype(dtype)
+    elif array.dtype != np.float64:
+        array = array.astype(np.float32)  # half / bfloat16 are widened: tinyconv computes in float32
+    if not np.isfinite(array).all():
+        raise WeightsError(f"tensor {key!r} contains NaN or infinite values")
+    return np.ascontiguousarray(array)
+
+
+def _list(names, limit=12):
+    names = sorted(names)
+    more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
+def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps: float = BN_EPS,
+                       where: str = "checkpoint") -> Sequential:  # fmt: skip
+    """Build ``arch`` and fill it from a name -> Tensor mapping (see ``load_checkpoint``)."""
+    arch = models.check_arch(arch)
+    state = _timm_to_torchvision(state)
+    head_key = "classifier.6.weight" if arch != "mnist-cnn" else "fc_layers.2.weight"
+    num_classes = None
+    if head_key in state and state[head_key].array.ndim == 2:
+        num_classes = state[head_key].shape[0]
+    if classes is not None:
+        classes = [str(c) for c in classes]
+        if num_classes is not None and len(classes) != num_classes:
+            raise WeightsError(
+                f"{where}: {len(classes)} class names given but the last layer ({head_key}) has "
+                f"{num_classes} outputs"
+            )
+    expected = models.state_dict_keys(arch)
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_list(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_list(unexpected)}")
+    if problems:
+        guess = guess_arch(state)
+        hint = f"; the keys fit arch {guess!r}" if guess and guess != arch else ""
+        raise WeightsError(f"{where} does not fit architecture {arch!r}: {'; '.join(problems)}{hint}")
+
+    mismatched, layers, conv = [], [], None
+    for name, entry in models.blueprint(arch, num_classes or len(classes or []) or None):
+        if entry == models.BATCHNORM:
+            stats = {}
+            for leaf in ("weight", "bias", "running_mean", "running_var"):
+                value = _float(state[f"{name}.{leaf}"], f"{name}.{leaf}", np.float64)
+                if conv is not None and value.shape != (conv.out_channels,):
+                    mismatched.append(f"{name}.{leaf} is {value.shape}, expected ({conv.out_channels},)")
+                stats[leaf] = value
+            if conv is not None and not mismatched:
+                w, b = fold_batchnorm(
+                    conv.params["weight"], conv.params.get("bias"), stats["weight"], stats["bias"],
+                    stats["running_mean"], stats["running_var"], bn_eps,
+                )  # fmt: skip
+                conv.params = {"weight": w, "bias": b}
+                conv.grads = {k: np.zeros_like(v) for k, v in conv.params.items()}
+            continue
+        cls, args, kwargs = entry
+        conv = None
+        if cls not in (Conv2d, Linear):
+            layers.append((name, cls(*args, **kwargs)))
+            continue
+        if cls is Conv2d:
+            k = args[2]
+            shapes = {"weight": (args[1], args[0], k, k), "bias": (args[1],)}
+        else:
+            shapes = {"weight": (args[1], args[0]), "bias": (args[1],)}
+        values = {}
+        for leaf, shape in shapes.items():
+            key = f"{name}.{leaf}"
+            values[leaf] = _float(state[key], key, dtype)
+            if values[leaf].shape != shape:
+                mismatched.append(f"{key} is {values[leaf].shape}, expected {shape}")
+        if any(v.shape != shapes[k] for k, v in values.items()):
+            continue
+        if cls is Conv2d:
+            conv = models.conv2d_from(values["weight"], values["bias"], **kwargs)
+            layers.append((name, conv))
+        else:
+            layers.append((name, models.linear_from(values["weight"], values["bias"])))
+    if mismatched:
+        raise WeightsError(
+            f"{where} does not fit architecture {arch!r}: shape mismatch: {'; '.join(mismatched)}"
+        )
+    n_out = layers[-1][1].out_features
+    mean, std = models.normalisation(arch)
+    return Sequential(
+        layers,
+        classes=classes if classes is not None else models.default_classes(arch, n_out),
+        mean=mean,
+        std=std,
+        input_shape=models.input_shape(arch),
+        meta={"arch": arch},
+    )
+
+
+def load_checkpoint(path, arch: str | None = None, classes=None, dtype=None, bn_eps: float = BN_EPS,
+                    licence: str | None = None) -> Sequential:  # fmt: skip
+    """A ``Sequential`` from a PyTorch ``.pth``/``.pt`` or ``.safetensors`` file, no torch needed.
+
+    arch:    "vgg11" ... "vgg19", "vgg11_bn" ... "vgg19_bn", "alexnet" or
+             "mnist-cnn"; None guesses it from the key names when exactly one
+             architecture fits.
+    classes: class names (default: ImageNet's for a 1000-way torchvision
+             model, "0".."9" for the MNIST CNN).
+    dtype:   cast the weights (default: keep float32 / float64; half and
+             bfloat16 are widened to float32).
+    bn_eps:  ε of the folded BatchNorm layers (torchvision: 1e-5).
+
+    The result's ``meta`` records the source file name, its sha256, the
+    architecture and the licence if given.
+    """
+    state, metadata = read_tensors(path)
+    where = str(path)
+    if arch is None:
+        arch = guess_arch(state)
+        if arch is None:
+            raise WeightsError(
+                f"{where}: cannot tell the architecture from its {len(state)} keys; pass arch= one of "
+                f"{', '.join(models.ARCHS)}"
+            )
+    net = network_from_state(state, arch, classes=classes, dtype=dtype, bn_eps=bn_eps, where=where)
+    net.meta.update({"source": _basename(path), "source_sha256": sha256(path)})
+    if arch.endswith("_bn"):
+        net.meta["batchnorm"] = f"folded into the preceding convolutions (eval statistics, eps={bn_eps})"
+    if licence:
+        net.meta["licence"] = licence
+    if metadata:
+        net.meta["source_metadata"] = {str(k): str(v) for k, v in metadata.items()}
+    return net
+
+
+def _basename(path) -> str:
+    import os
+
+    return os.path.basename(os.fspath(path))
+
+
+__all__ = ["fold_batchnorm", "guess_arch", "load_checkpoint", "network_from_state", "read_tensors"]
