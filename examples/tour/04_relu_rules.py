@@ -1,0 +1,70 @@
+"""Step 4: three ReLU backward rules, and the DeconvNet as backprop with one rule changed.
+
+At a ReLU y = max(x, 0) a backward pass gets a signal g at the output and sends back
+
+    gradient   g · 1(x > 0)             the chain rule: the mask looks at the forward input x
+    deconvnet  g · 1(g > 0)             Zeiler & Fergus: the mask looks at the signal g
+    guided     g · 1(x > 0) · 1(g > 0)  Springenberg et al.: both masks
+
+Everything else is shared (conv: the flipped-kernel convolution of step 2; max-pool:
+unpooling with the switches of step 3), so a whole-network backward with
+rule="deconvnet" *is* the DeconvNet reconstruction, which tinyconv.deconvnet also
+writes out layer by layer without calling backward. Writes relu_rules.png.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+import tinyconv as tc
+from tinyconv import deconvnet, imaging
+from tinyconv.layers import relu_backward, relu_forward
+
+parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+parser.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
+out = parser.parse_args().out
+
+x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+g = np.array([-1.5, 0.5, 1.0, -0.5, 1.5])
+_, mask = relu_forward(x)
+rules = {rule: relu_backward(g, mask, rule) for rule in ("gradient", "deconvnet", "guided")}
+print(f"{'x':>6} {'g':>6} | {'g·1(x>0)':>9} {'g·1(g>0)':>9} {'g·1(x>0)·1(g>0)':>16}")
+for i in range(len(x)):
+    a, b, c = (rules[r][i] for r in rules)
+    print(f"{x[i]:6.1f} {g[i]:6.1f} | {a:9.1f} {b:9.1f} {c:16.1f}")
+    assert a == (g[i] if x[i] > 0 else 0) and b == (g[i] if g[i] > 0 else 0)
+    assert c == (g[i] if x[i] > 0 and g[i] > 0 else 0), "the rules must follow their formulas"
+print("x = 0 passes nothing back under the strict '>' of the gradient and guided rules")
+
+# the whole-network statement, on the bundled MNIST network and a real digit, in float64
+repo = Path(__file__).resolve().parents[2]
+net = tc.load(repo / "weights" / "mnist_cnn.npz").astype(np.float64)
+digit = tc.imaging.preprocess(repo / "examples" / "digits" / "digit_3.png", net, dtype=np.float64)
+scores = net.forward(digit)[0]
+print(f"digit_3.png: top class {net.classes[scores.argmax()]!r}, S_c = {scores.max():.2f}")
+maps = deconvnet.compare(net, digit)  # top class; rule-switched backward vs the explicit walk
+by_rule, explicit = maps["deconvnet_rule"], maps["deconvnet"]
+diff = float(np.abs(by_rule - explicit).max() / np.abs(explicit).max())
+print(f"network: backward(rule='deconvnet') vs explicit DeconvNet: relative difference {diff:.1e}")
+assert diff < 1e-12, "backward with the DeconvNet rule must equal the DeconvNet reconstruction"
+
+
+def cosine(a, b):
+    return float(np.vdot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+for name in ("deconvnet", "guided"):
+    print(f"cosine(gradient, {name}) = {cosine(maps['gradient'], maps[name]):+.3f}")
+negative = float((explicit < 0).mean())
+print(f"{negative:.0%} of the DeconvNet map is negative: the first conv's transpose mixes signs")
+assert cosine(maps["gradient"], explicit) < 0.99, "on a real net the rules give different maps"
+assert negative > 0, "no ReLU follows the last (first-conv) transpose"
+
+signed = [imaging.signed_image(maps[k][0]) for k in ("gradient", "deconvnet", "guided")]
+tiles = [imaging.deprocess(digit[0], net), *signed]
+picture = imaging.montage(tiles, ["digit", "gradient", "DeconvNet", "guided"], scale=6,
+                          title="dS_c/dI under three ReLU rules (red > 0, blue < 0)")  # fmt: skip
+imaging.save_png(picture, out / "relu_rules.png")
+print(f"wrote {out / 'relu_rules.png'}")
+print("OK: three rules, one backward pass; rule='deconvnet' is the DeconvNet")
