@@ -257,3 +257,45 @@ def test_training_matches_pytorch_in_float64(rng):
         assert np.abs(theirs - start).max() > 1e-3, ours.name  # training moved it
         atol = 1e-12 * np.abs(theirs).max()
         np.testing.assert_allclose(ours.value, theirs, rtol=1e-8, atol=atol, err_msg=ours.name)
+
+
+# --- the command line ---
+
+
+def write_idx(path, array):
+    """IDX with uint8 elements: 00 00 08 <ndim>, big-endian uint32 sizes, the bytes."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+
+
+def test_train_command_writes_a_native_network_and_evaluates_it(tmp_path, rng, capsys):
+    from tinyconv.cli import main
+    from tinyconv.io import load
+
+    for split, n in (("train", 40), ("t10k", 20)):
+        labels = np.arange(n) % 10
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", labels)
+    out = tmp_path / "net.npz"
+    args = ["train", "--data", str(tmp_path), "--arch", "small-cnn", "--epochs", "2", "--batch-size", "16",
+            "--seed", "1", "-o", str(out), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    net = load(out)
+    assert net.classes[0] == "T-shirt/top" and net.input_shape == (1, 28, 28)
+    assert net.meta["training"]["epochs_done"] == 2 and "optimizer" not in net.meta["training"]
+    command = net.meta["training_command"]
+    assert command.startswith("tinyconv train --dataset fashion-mnist") and net.meta["seed"] == 1
+    assert "--arch small-cnn" in command and "--epochs 2" in command and "--batch-size 16" in command
+    assert 0 < net.std[0] and net.meta["test_images"] == 20
+    assert (tmp_path / "net.ckpt.npz").is_file()
+    capsys.readouterr()
+    assert main(["train", "--evaluate", str(out), "--data", str(tmp_path)]) == 0
+    printed = capsys.readouterr().out
+    assert f"accuracy {net.meta['test_accuracy']:.4f}" in printed and "/20)" in printed
+
+
+def test_train_command_reports_missing_data(tmp_path, capsys):
+    from tinyconv.cli import main
+
+    assert main(["train", "--data", str(tmp_path / "none"), "-o", str(tmp_path / "x.npz")]) == 2
+    assert "dataset-fashion-mnist" in capsys.readouterr().err

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import platform
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -63,6 +62,19 @@ def _test_accuracy(args) -> int:
     return 0
 
 
+def _command_line(args) -> str:
+    """The ``tinyconv train`` command that reproduces this run (every setting spelled out)."""
+    words = ["tinyconv", "train"]
+    for option in ("dataset", "data", "arch", "epochs", "batch_size", "lr", "schedule", "momentum",
+                   "weight_decay", "seed", "train_size", "device", "checkpoint", "output"):  # fmt: skip
+        value = getattr(args, option)
+        if value is not None:
+            words += ["--" + option.replace("_", "-"), str(value)]
+    if args.flip:
+        words.append("--flip")
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
@@ -81,7 +93,7 @@ def run(args) -> int:
     x, x_test = data.normalise(images, mean, std), data.normalise(test_images, mean, std)
     net = build_arch(args.arch, list(classes))
     net.mean, net.std = (mean,), (std,)
-    command = "tinyconv " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = _command_line(args)
     net.meta.update({
         "dataset": args.dataset,
         "normalisation": f"x = (pixel/255 - {mean:.6f}) / {std:.6f} (mean, std of the training pixels)",
