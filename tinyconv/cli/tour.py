@@ -1,9 +1,9 @@
 """``tinyconv tour``: the guided tour of backprop (examples/tour/, docs/tour.md).
 
-    tinyconv tour               list the steps
-    tinyconv tour N [-o DIR]    run step N; its PNGs go to DIR (default: here)
-    tinyconv tour N --source    print step N's script instead of running it
-    tinyconv tour all [-o DIR]  run every step in order, with its run time
+tinyconv tour               list the steps
+tinyconv tour N [-o DIR]    run step N; its PNGs go to DIR (default: here)
+tinyconv tour N --source    print step N's script instead of running it
+tinyconv tour all [-o DIR]  run every step in order, with its run time
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("step", nargs="?", metavar="N", help="the step to run (a number, or 'all')")
-    p.add_argument("-o", "--output", metavar="DIR", default=None, help="folder for the pictures (default: here)")
+    p.add_argument("-o", "--output", metavar="DIR", help="folder for the pictures (default: here)")
     p.add_argument("--source", action="store_true", help="print the script instead of running it")
     p.set_defaults(func=run)
 
