@@ -1,11 +1,13 @@
 """tinyconv: a from-scratch NumPy/CuPy ConvNet engine with hand-written
 backward passes, reproducing Simonyan, Vedaldi & Zisserman (2014)."""
 
-from . import backend, io, layers, models
+from . import backend, deconvnet, io, layers, models
 from .backend import cuda_available, device_of, get_array_module, to_device, to_numpy
 from .checkpoint import load_checkpoint
+from .classviz import class_model, class_models
 from .convert import from_torch
 from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
+from .imaging import preprocess
 from .io import load
 from .layers import (
     AdaptiveAvgPool2d,
@@ -18,5 +20,6 @@ from .layers import (
     ReLU,
 )
 from .network import Sequential
+from .saliency import input_gradient, saliency, smoothgrad
 
 __version__ = "0.1.0"
