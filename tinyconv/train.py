@@ -271,7 +271,7 @@ def _evaluate(net: Sequential, x, y, batch_size: int = 500) -> tuple[float, floa
 
 def evaluate(net: Sequential, x, y, batch_size: int = 500) -> float:
     """Top-1 accuracy of ``net`` (inference mode) on images x (N, C, H, W) and labels y (N,)."""
-    x, y = np.asarray(x) if isinstance(x, np.ndarray) else to_numpy(x), to_numpy(y).astype(np.int64)
+    x, y = to_numpy(x), to_numpy(y).astype(np.int64)
     _check_data(x, y, "evaluation")
     return _evaluate(net, x, y, batch_size)[1]
 
