@@ -207,15 +207,40 @@ def test_architectures_take_28x28():
         assert net.output_shapes((1, 28, 28))[-1] == (10,)
 
 
+@pytest.fixture
+def fake_device():
+    """tests/fake_device.py's CuPy stand-in, registered as "fake" for one test."""
+    from fake_device import FakeArray, fake_module
+
+    from tinyconv import backend
+
+    backend.register_backend("fake", FakeArray, fake_module)
+    yield "fake"
+    backend._BACKENDS.pop("fake", None)
+
+
 @pytest.mark.parametrize("device", BACKENDS)
 def test_training_runs_on_every_backend(device, rng):
     need(device)
     x, y = toy_data(rng, 32, dtype=np.float32)
-    net = train.fit(tiny_net(dtype=np.float32), x, y, epochs=3, batch_size=8, seed=0, progress=False,
-                    device=device)  # fmt: skip
+    net = train.fit(tiny_net(dropout=0.2, dtype=np.float32), x, y, x, y, epochs=3, batch_size=8, seed=0,
+                    progress=False, device=device)  # fmt: skip
     assert net.device == device
     history = net.meta["training"]["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
+
+
+def test_training_on_a_device_equals_training_on_the_host(fake_device, rng):
+    """Every array of the loop stays on the (fake) device and the result is the CPU run's."""
+    x, y = toy_data(rng, 24)
+    host = train.fit(tiny_net(dropout=0.2), x, y, x, y, epochs=2, batch_size=8, seed=0, flip=True,
+                     progress=False)  # fmt: skip
+    dev = train.fit(tiny_net(dropout=0.2), x, y, x, y, epochs=2, batch_size=8, seed=0, flip=True,
+                    progress=False, device=fake_device)  # fmt: skip
+    assert dev.device == "fake"
+    assert train.evaluate(dev, x, y) == train.evaluate(host, x, y)
+    for a, b in zip(host.parameters(), dev.parameters(), strict=True):
+        np.testing.assert_allclose(tc.to_numpy(b.value), a.value, rtol=1e-12, atol=1e-14)
 
 
 # --- against PyTorch ---
