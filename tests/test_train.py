@@ -314,7 +314,9 @@ def test_train_command_writes_a_native_network_and_evaluates_it(tmp_path, rng, c
     assert 0 < net.std[0] and net.meta["test_images"] == 20
     assert (tmp_path / "net.ckpt.npz").is_file()
     capsys.readouterr()
-    assert main(["train", "--evaluate", str(out), "--data", str(tmp_path)]) == 0
+    expected = f"tinyconv train --evaluate {out} --dataset fashion-mnist --data {tmp_path}"
+    assert net.meta["evaluation_command"] == expected
+    assert main(net.meta["evaluation_command"].split()[1:]) == 0
     printed = capsys.readouterr().out
     assert f"accuracy {net.meta['test_accuracy']:.4f}" in printed and "/20)" in printed
 

@@ -119,6 +119,10 @@ def run(args) -> int:
     if "val_acc" in final:
         net.meta["test_accuracy"] = final["val_acc"]
         net.meta["test_images"] = len(test_labels)
+        data_option = f" --data {shlex.quote(args.data)}" if args.data else ""
+        net.meta["evaluation_command"] = (
+            f"tinyconv train --evaluate {shlex.quote(args.output)} --dataset {args.dataset}{data_option}"
+        )
     if args.resume:
         net.meta["resume_command"] = command
     net.meta["training"].pop("optimizer", None)
