@@ -118,8 +118,13 @@ def _float(tensor: Tensor, key: str, dtype) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
+def _natural(key: str):
+    """Sort key putting "features.3" before "features.10"."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in key.split(".")]
+
+
 def _list(names, limit=12):
-    names = sorted(names)
+    names = sorted(names, key=_natural)
     more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
     return ", ".join(names[:limit]) + more
 
