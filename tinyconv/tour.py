@@ -27,6 +27,8 @@ from .errors import DataError
 
 #: Environment variable naming a folder of tour scripts, searched first.
 TOUR_ENV = "TINYCONV_TOUR"
+#: Where a source checkout (or an editable install) keeps the tour.
+REPOSITORY_TOUR = Path(__file__).resolve().parent.parent / "examples" / "tour"
 
 _NAME = re.compile(r"^(\d\d)_\w+\.py$")
 _TITLE = re.compile(r"^Step \d+:\s*")
@@ -58,7 +60,7 @@ def tour_dir() -> Path:
     places = []
     if os.environ.get(TOUR_ENV):
         places.append(Path(os.environ[TOUR_ENV]))
-    places.append(Path(__file__).resolve().parent.parent / "examples" / "tour")
+    places.append(REPOSITORY_TOUR)
     for place in places:
         if place.is_dir() and any(_NAME.match(p.name) for p in place.iterdir()):
             return place
@@ -120,4 +122,4 @@ def run(number, out=None, folder=None, capture: bool = False) -> subprocess.Comp
     )
 
 
-__all__ = ["Step", "TOUR_ENV", "run", "step", "steps", "tour_dir"]
+__all__ = ["REPOSITORY_TOUR", "Step", "TOUR_ENV", "run", "step", "steps", "tour_dir"]
