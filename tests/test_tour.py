@@ -105,7 +105,8 @@ def own_tour(tmp_path, monkeypatch):
         "    Image.new('L', (28, 28)).save(name)\n"
         "print('OK')\n"
     )
-    (folder / "02_fails.py").write_text('"""Step 2: a claim that does not hold."""\nassert 1 == 3, "arithmetic"\n')
+    claim = '"""Step 2: a claim that does not hold."""\nassert 1 == 3, "arithmetic"\n'
+    (folder / "02_fails.py").write_text(claim)
     (folder / "notes.txt").write_text("not a step")
     monkeypatch.setenv(tour.TOUR_ENV, str(folder))
     return folder
