@@ -149,8 +149,18 @@ def class_model(
     if isinstance(target, (list, tuple)) or hasattr(target, "shape"):
         raise TargetError(f"class_model takes one class index, got {target!r}; use class_models for several")
     return class_models(
-        net, [target], steps=steps, lr=lr, l2=l2, objective=objective, seed=seed, jitter=jitter,
-        blur_every=blur_every, blur_sigma=blur_sigma, clip=clip, progress=progress,
+        net,
+        [target],
+        steps=steps,
+        lr=lr,
+        l2=l2,
+        objective=objective,
+        seed=seed,
+        jitter=jitter,
+        blur_every=blur_every,
+        blur_sigma=blur_sigma,
+        clip=clip,
+        progress=progress,
     )[0]
 
 
@@ -258,7 +268,7 @@ def class_models(
     stacked = {name: np.stack(v, axis=1) for name, v in history.items()}  # (B, steps + 1)
     results = []
     for i, c in enumerate(int(c) for c in cs):
-        hist = {n: v[i].astype(np.int64 if n == "runner_up_class" else np.float64) for n, v in stacked.items()}
+        hist = {n: v[i].astype(np.int64 if n == "runner_up_class" else float) for n, v in stacked.items()}
         results.append(
             ClassModel(
                 input=x[i],

@@ -403,10 +403,12 @@ def write_files(outdir, files: dict, metadata: dict | None = None) -> list[Path]
     """
     outdir = Path(outdir)
     parent = outdir.resolve().parent
-    if not parent.exists():
-        raise DataError(f"cannot write to {str(outdir)!r}: folder {str(parent)!r} does not exist")
     if outdir.exists() and not outdir.is_dir():
         raise DataError(f"output {str(outdir)!r} exists and is not a folder")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create the folder {str(parent)!r}: {exc.strerror}") from None
     metadata = metadata or {}
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=parent))
     try:

@@ -1,0 +1,43 @@
+"""``tinyconv demo``: the paper's three pictures on every bundled network.
+
+    tinyconv demo -o demo-out        # then open demo-out/index.html
+
+Needs nothing but the repository: for each ``weights/*.npz`` and its example
+images under ``examples/``, writes saliency maps, class models for every
+class and the gradient / DeconvNet / guided comparison, plus an
+``index.html`` that shows them all with captions.
+"""
+
+from __future__ import annotations
+
+from ..demo import run_demo
+from ._common import add_device_option
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="saliency maps, class models and the DeconvNet comparison on the bundled networks",
+        description="Run the paper's methods on every bundled network and write PNGs and index.html.",
+    )
+    p.add_argument(
+        "-o", "--output", default="demo-out", metavar="DIR", help="output folder (default demo-out)"
+    )
+    p.add_argument(
+        "--weights",
+        metavar="DIR",
+        default=None,
+        help="folder of .npz networks to use (default: the repository's weights/)",
+    )
+    p.add_argument("--images-per-net", type=int, default=10, help="example images per network (default 10)")
+    add_device_option(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    result = run_demo(args.output, args.device, args.weights, args.images_per_net)
+    print(
+        f"wrote {len(result['files'])} files to {args.output} in {result['seconds']:.1f} s; "
+        f"open {args.output}/index.html"
+    )
+    return 0
