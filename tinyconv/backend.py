@@ -24,6 +24,7 @@ __all__ = [
     "to_numpy",
     "cuda_available",
     "register_backend",
+    "synchronize",
 ]
 
 
@@ -139,3 +140,17 @@ def to_device(x, device: str = "cpu"):
     if isinstance(x, typ):
         return x
     return module.asarray(to_numpy(x))
+
+
+def synchronize(x=None):
+    """Wait until the device holding ``x`` has finished its queued work.
+
+    GPU kernels run asynchronously: a timer must call this before reading the
+    clock. A no-op for NumPy arrays (and for ``None`` when no GPU is in use).
+    Returns ``x``.
+    """
+    module = get_array_module(x) if x is not None else _BACKENDS.get("cuda", (None, np))[1]
+    cuda = getattr(module, "cuda", None)
+    if module is not np and cuda is not None and hasattr(cuda, "Device"):
+        cuda.Device().synchronize()
+    return x

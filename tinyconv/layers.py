@@ -66,10 +66,14 @@ def _window(i, j, oh, ow, sh, sw):
 
 
 def _pad(x, ph, pw, value=0):
+    """x with ``value`` around H and W: (N, C, H+2ph, W+2pw); x itself when no padding."""
     if ph == 0 and pw == 0:
         return x
     xp = get_array_module(x)
-    return xp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)), constant_values=value)
+    n, c, h, w = x.shape
+    out = xp.full((n, c, h + 2 * ph, w + 2 * pw), value, dtype=x.dtype)
+    out[:, :, ph : ph + h, pw : pw + w] = x
+    return out
 
 
 def _unpad(x, ph, pw):
@@ -127,36 +131,143 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0):
 
     x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None
     -> y: (N, F, OH, OW), cache for ``conv2d_backward``.
+
+    As a matrix product: y[n] = W₂ · im2col(x[n]) with W₂ = weight.reshape(F,
+    C·kh·kw). The columns are never built for the whole batch: they are
+    unfolded one tile of output pixels at a time into one small reusable
+    buffer (``_conv_tiles``), so each tile's columns are still in cache when
+    its GEMM reads them, and the cache holds the input, 1/(kh·kw) the size of
+    the columns. The backward pass unfolds the tiles again.
     """
+    (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding", 0)
     f, c, kh, kw = weight.shape
-    cols = im2col(x, (kh, kw), stride, padding)  # (N, C*kh*kw, OH*OW)
-    oh, ow = _out_hw(x.shape, (kh, kw), _pair(stride, "stride"), _pair(padding, "padding", 0), "conv")
+    xp = get_array_module(x)
+    n = x.shape[0]
+    oh, ow = _out_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), "conv")
+    xpad = _pad(x, ph, pw)
     w2 = weight.reshape(f, c * kh * kw)
-    y = w2 @ cols  # (F, CKK) @ (N, CKK, P) -> (N, F, P)
-    if bias is not None:
-        y += bias[:, None]
-    cache = (cols, weight, x.shape, stride, padding)
-    return y.reshape(x.shape[0], f, oh, ow), cache
+    y = xp.empty((n, f, oh * ow), dtype=x.dtype)
+    tiles = _conv_tiles(n, oh, ow, c * kh * kw, x.dtype.itemsize)
+    buf = _tile_buffer(xp, tiles, c * kh * kw, ow, x.dtype)
+    for tile in tiles:
+        cols = _unfold_tile(buf, xpad, tile, (kh, kw), (sh, sw), ow)  # (C·kh·kw, T)
+        n0, n1, r0, r1 = tile
+        if n1 - n0 == 1:  # rows r0:r1 of one image: the GEMM writes straight into y
+            out = y[n0, :, r0 * ow : r1 * ow]  # (F, T), row stride OH·OW
+            xp.matmul(w2, cols, out=out)
+        else:  # whole images n0:n1: (F, images·P) -> (images, F, P)
+            y[n0:n1] = (w2 @ cols).reshape(f, n1 - n0, oh * ow).transpose(1, 0, 2)
+            out = y[n0:n1]
+        if bias is not None:
+            out += bias.reshape(f, 1) if out.ndim == 2 else bias.reshape(1, f, 1)
+    cache = (x, weight, x.shape, (sh, sw), (ph, pw))
+    return y.reshape(n, f, oh, ow), cache
 
 
 def conv2d_backward(dy, cache, param_grads=True):
     """Gradients of ``conv2d_forward``.
 
     dy: (N, F, OH, OW) -> dx (N, C, H, W), dweight (F, C, kh, kw), dbias (F,)
-    (the last two None when ``param_grads`` is False). dx = col2im(Wᵀ dy) is a
-    convolution of dy with the flipped, transposed kernel.
+    (the last two None when ``param_grads`` is False). Per tile of output
+    pixels: dcols = W₂ᵀ dy folded back with ``+=`` (col2im: dx is the
+    convolution of dy with the flipped, transposed kernel), and, only when
+    parameter gradients are wanted, dW₂ += dy · colsᵀ with the tile's
+    columns unfolded again from the cached input; db = sum of dy over n, p.
     """
-    cols, weight, x_shape, stride, padding = cache
-    f = weight.shape[0]
+    x, weight, x_shape, (sh, sw), (ph, pw) = cache
+    f, c, kh, kw = weight.shape
     xp = get_array_module(dy)
-    dy2 = dy.reshape(dy.shape[0], f, -1)  # (N, F, P)
-    w2 = weight.reshape(f, -1)
-    dx = col2im(w2.T @ dy2, x_shape, weight.shape[2:], stride, padding)
+    n, _, h, w = x_shape
+    oh, ow = dy.shape[2], dy.shape[3]
+    ckk = c * kh * kw
+    dy2 = dy.reshape(n, f, oh * ow)  # (N, F, P)
+    w2t = weight.reshape(f, ckk).T  # (C·kh·kw, F)
+    dxpad = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=dy.dtype)
+    tiles = _conv_tiles(n, oh, ow, ckk, dy.dtype.itemsize)
+    buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype)
+    if param_grads:
+        xpad = _pad(x, ph, pw)
+        cols_buf = xp.empty_like(buf)
+        dw2 = xp.zeros((f, ckk), dtype=dy.dtype)
+    for tile in tiles:
+        n0, n1, r0, r1 = tile
+        if n1 - n0 == 1:
+            dy_tile = dy2[n0, :, r0 * ow : r1 * ow]  # (F, T), a view
+        else:
+            dy_tile = dy2[n0:n1].transpose(1, 0, 2).reshape(f, -1)  # (F, images·P), a copy
+        dcols = buf[: ckk * dy_tile.shape[1]].reshape(ckk, -1)
+        xp.matmul(w2t, dy_tile, out=dcols)
+        _fold_tile(dxpad, dcols, tile, (kh, kw), (sh, sw), ow)
+        if param_grads:
+            cols = _unfold_tile(cols_buf, xpad, tile, (kh, kw), (sh, sw), ow)
+            dw2 += dy_tile @ cols.T
+    dx = _unpad(dxpad, ph, pw)
     if not param_grads:
         return dx, None, None
-    dw = xp.tensordot(dy2, cols, axes=([0, 2], [0, 2])).reshape(weight.shape)
-    db = dy2.sum(axis=(0, 2))
-    return dx, dw, db
+    return dx, dw2.reshape(weight.shape), dy2.sum(axis=(0, 2))
+
+
+# Tiling of the convolution's GEMMs. A tile is a block of output pixels whose
+# columns take about TILE_BYTES (the size of a core's L2 cache), but never
+# fewer than TILE_MIN_COLUMNS pixels, below which the GEMM itself loses speed
+# (deep layers, where C·kh·kw is large). Small images (MNIST, deep VGG layers
+# at batch > 1) are grouped whole into one tile, so the GEMM is not a string
+# of tiny products.
+TILE_BYTES = 1 << 21
+TILE_MIN_COLUMNS = 768
+
+
+def _conv_tiles(n, oh, ow, ckk, itemsize):
+    """The tiles of an (N, ·, OH, OW) output as (n0, n1, r0, r1): images
+    n0:n1 and output rows r0:r1 (all rows when more than one image)."""
+    columns = max(TILE_MIN_COLUMNS, TILE_BYTES // (ckk * itemsize))
+    if oh * ow >= columns:  # an image is a tile or more: split its rows
+        rows = max(1, columns // ow)
+        return [(i, i + 1, r, min(oh, r + rows)) for i in range(n) for r in range(0, oh, rows)]
+    images = max(1, columns // (oh * ow))
+    return [(i, min(n, i + images), 0, oh) for i in range(0, n, images)]
+
+
+def _tile_buffer(xp, tiles, ckk, ow, dtype):
+    """One flat buffer large enough for the columns of the largest tile."""
+    largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in tiles) * ow
+    return xp.empty(ckk * largest, dtype=dtype)
+
+
+def _tile_window(tile, i, j, ow, sh, sw):
+    """The strided slice of the padded input that kernel offset (i, j) sees
+    for the output pixels of ``tile``: (images, C, rows, OW)."""
+    n0, n1, r0, r1 = tile
+    return (
+        slice(n0, n1),
+        slice(None),
+        slice(r0 * sh + i, (r1 - 1) * sh + i + 1, sh),
+        slice(j, j + sw * (ow - 1) + 1, sw),
+    )
+
+
+def _unfold_tile(buf, xpad, tile, kernel, stride, ow):
+    """im2col of one tile into ``buf``: -> cols (C·kh·kw, images·rows·OW)
+    with rows in (c, i, j) order, columns in (image, row, col) order."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n0, n1, r0, r1 = tile
+    c = xpad.shape[1]
+    cols = buf[: c * kh * kw * (n1 - n0) * (r1 - r0) * ow].reshape(c, kh, kw, n1 - n0, r1 - r0, ow)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, i, j] = xpad[_tile_window(tile, i, j, ow, sh, sw)].transpose(1, 0, 2, 3)
+    return cols.reshape(c * kh * kw, -1)
+
+
+def _fold_tile(xpad, dcols, tile, kernel, stride, ow):
+    """col2im of one tile: add ``dcols`` (C·kh·kw, T) into ``xpad`` in place."""
+    (kh, kw), (sh, sw) = kernel, stride
+    n0, n1, r0, r1 = tile
+    c = xpad.shape[1]
+    dcols = dcols.reshape(c, kh, kw, n1 - n0, r1 - r0, ow)
+    for i in range(kh):
+        for j in range(kw):
+            xpad[_tile_window(tile, i, j, ow, sh, sw)] += dcols[:, i, j].transpose(1, 0, 2, 3)
 
 
 # ----------------------------------------------------------------------------
@@ -166,8 +277,9 @@ def conv2d_backward(dy, cache, param_grads=True):
 def relu_forward(x):
     """y = max(x, 0); the cache is the mask 1(x > 0)."""
     xp = get_array_module(x)
-    mask = x > 0
-    return xp.where(mask, x, 0), mask
+    # maximum and the products below are branch-free: masked selections
+    # (where, copyto(where=)) run ~30x slower on the random masks of a ReLU
+    return xp.maximum(x, 0), x > 0
 
 
 def relu_backward(dy, mask, rule="gradient"):
@@ -176,14 +288,17 @@ def relu_backward(dy, mask, rule="gradient"):
         gradient   dx = dy · 1(x > 0)             (backprop: the true gradient)
         deconvnet  dx = dy · 1(dy > 0)            (Zeiler & Fergus: rectify the signal)
         guided     dx = dy · 1(x > 0) · 1(dy > 0)  (Springenberg et al.: both)
+
+    (dy · 1(dy > 0) is max(dy, 0); dy is finite, so a product with a 0/1 mask
+    is the selection.)
     """
     xp = get_array_module(dy)
     if rule == "gradient":
-        return xp.where(mask, dy, 0)
+        return dy * mask
     if rule == "deconvnet":
-        return xp.where(dy > 0, dy, 0)
+        return xp.maximum(dy, 0)
     if rule == "guided":
-        return xp.where(mask & (dy > 0), dy, 0)
+        return xp.maximum(dy, 0) * mask
     raise RuleError(f"unknown ReLU rule {rule!r}; expected one of {', '.join(RULES)}")
 
 
@@ -195,19 +310,25 @@ def maxpool2d_forward(x, kernel, stride, padding=0):
     """Max over each window; the switches record where each max came from.
 
     x: (N, C, H, W) -> y: (N, C, OH, OW), switches: (N, C, OH, OW) holding the
-    flat index i*kw + j of the winning kernel offset (the first one on ties).
-    Padding counts as -inf, as in PyTorch.
+    flat index i*kw + j of the winning kernel offset (the first one on ties),
+    as uint8 (intp for kernels of more than 256 offsets). Padding counts as
+    -inf, as in PyTorch.
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = get_array_module(x)
     oh, ow = _out_hw(x.shape, kernel, stride, padding, "max-pool")
     xpad = _pad(x, ph, pw, value=-np.inf)
-    windows = xp.empty((kh * kw, x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            windows[i * kw + j] = xpad[_window(i, j, oh, ow, sh, sw)]
-    switches = windows.argmax(axis=0)
-    y = xp.take_along_axis(windows, switches[None], axis=0)[0]
+    # a running max over the kernel offsets: offset 0 holds every window
+    # until a later offset beats it strictly (so ties keep the first offset).
+    # Branch-free arithmetic: s += better·(k − s) is "s = k where better".
+    y = xpad[_window(0, 0, oh, ow, sh, sw)].copy()  # (N, C, OH, OW)
+    switches = xp.zeros(y.shape, dtype=np.uint8 if kh * kw <= 256 else np.intp)
+    for k in range(1, kh * kw):
+        i, j = divmod(k, kw)
+        candidate = xpad[_window(i, j, oh, ow, sh, sw)]
+        better = candidate > y
+        switches += better * (k - switches)
+        xp.maximum(y, candidate, out=y)
     return y, switches
 
 
@@ -222,9 +343,15 @@ def unpool(grad, switches, input_shape, kernel, stride, padding=0):
     n, c, h, w = input_shape
     oh, ow = switches.shape[2:]
     out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
+    overlapping = sh < kh or sw < kw
     for i in range(kh):
         for j in range(kw):
-            out[_window(i, j, oh, ow, sh, sw)] += xp.where(switches == i * kw + j, grad, 0)
+            window = out[_window(i, j, oh, ow, sh, sw)]  # a view into out
+            hit = switches == i * kw + j
+            if overlapping:  # a pixel may be the switch of several windows: add
+                window += grad * hit
+            else:  # each pixel lies in one window at most: write in place
+                xp.multiply(grad, hit, out=window)
     return _unpad(out, ph, pw)
 
 
