@@ -22,7 +22,7 @@ from tinyconv import deconvnet, imaging
 from tinyconv.layers import relu_backward, relu_forward
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
+parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
 out = parser.parse_args().out
 
 x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
@@ -31,7 +31,7 @@ _, mask = relu_forward(x)
 rules = {rule: relu_backward(g, mask, rule) for rule in ("gradient", "deconvnet", "guided")}
 print(f"{'x':>6} {'g':>6} | {'g·1(x>0)':>9} {'g·1(g>0)':>9} {'g·1(x>0)·1(g>0)':>16}")
 for i in range(len(x)):
-    a, b, c = (rules[r][i] for r in rules)
+    a, b, c = (rules[r][i] + 0.0 for r in rules)  # + 0.0 turns -0.0 into 0.0
     print(f"{x[i]:6.1f} {g[i]:6.1f} | {a:9.1f} {b:9.1f} {c:16.1f}")
     assert a == (g[i] if x[i] > 0 else 0) and b == (g[i] if g[i] > 0 else 0)
     assert c == (g[i] if x[i] > 0 and g[i] > 0 else 0), "the rules must follow their formulas"

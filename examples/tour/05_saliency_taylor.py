@@ -23,7 +23,7 @@ from tinyconv import MaxPool2d, imaging
 from tinyconv.saliency import input_gradient, reduce_channels
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
+parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
 out = parser.parse_args().out
 repo = Path(__file__).resolve().parents[2]
 net = tc.load(repo / "weights" / "mnist_cnn.npz").astype(np.float64)  # float64: exact comparisons

@@ -23,7 +23,7 @@ from tinyconv import imaging
 from tinyconv.classviz import class_model
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--out", type=Path, default=Path("."), help="folder for the PNGs (default: here)")
+parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNGs (default: here)")
 out = parser.parse_args().out
 net = tc.load(Path(__file__).resolve().parents[2] / "weights" / "mnist_cnn.npz")
 c, steps = 3, 40

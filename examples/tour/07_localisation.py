@@ -24,7 +24,7 @@ from tinyconv.gmm import GaussianMixture
 from tinyconv.saliency import saliency
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
+parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
 out = parser.parse_args().out
 repo = Path(__file__).resolve().parents[2]
 net = tc.load(repo / "weights" / "mnist_cnn.npz")
