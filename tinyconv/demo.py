@@ -82,8 +82,8 @@ def load_net(weights=None, device: str = "cpu"):
     if not path.exists():
         raise WeightsError(f"weights file {str(path)!r} does not exist")
     net = load(path)
-    if net.input_shape is None or net.num_classes is None:
-        raise WeightsError(f"{str(path)!r} does not record the network's input shape and classes")
+    if net.num_classes is None:
+        raise WeightsError(f"{str(path)!r} records neither the network's classes nor its input shape")
     try:
         net.to(device)
     except DeviceError as exc:
