@@ -40,7 +40,7 @@ print("x = 0 passes nothing back under the strict '>' of the gradient and guided
 # the whole-network statement, on the bundled MNIST network and a real digit, in float64
 repo = Path(__file__).resolve().parents[2]
 net = tc.load(repo / "weights" / "mnist_cnn.npz").astype(np.float64)
-digit = tc.imaging.preprocess(repo / "examples" / "digits" / "digit_3.png", net, dtype=np.float64)
+digit = imaging.preprocess(repo / "examples" / "digits" / "digit_3.png", net, dtype=np.float64)
 scores = net.forward(digit)[0]
 print(f"digit_3.png: top class {net.classes[scores.argmax()]!r}, S_c = {scores.max():.2f}")
 maps = deconvnet.compare(net, digit)  # top class; rule-switched backward vs the explicit walk
