@@ -20,7 +20,15 @@ from tinyconv import tour
 from tinyconv.cli import main
 from tinyconv.errors import DataError
 
-STEPS = tour.steps(tour.REPOSITORY_TOUR)
+TOUR = Path(__file__).resolve().parents[1] / "examples" / "tour"  # the tests ship with the tour
+STEPS = tour.steps(TOUR)
+
+
+@pytest.fixture(autouse=True)
+def _repository_tour(monkeypatch):
+    """Every test sees this checkout's tour, whatever $TINYCONV_TOUR says outside."""
+    monkeypatch.delenv(tour.TOUR_ENV, raising=False)
+    monkeypatch.setattr(tour, "REPOSITORY_TOUR", TOUR)
 
 
 def _needs_localize(step) -> bool:
@@ -41,7 +49,7 @@ def test_the_tour_has_eight_numbered_short_documented_steps():
 def test_step_runs_its_claims_hold_and_its_pictures_are_written(step, tmp_path):
     if _needs_localize(step) and not all(importlib.util.find_spec(m) for m in ("maxflow", "scipy")):
         pytest.skip("needs PyMaxflow and scipy (pip install 'tinyconv[localize]')")
-    done = tour.run(step.number, tmp_path, capture=True)
+    done = tour.run(step.number, tmp_path, folder=TOUR, capture=True)
     assert done.returncode == 0, f"{step.name} failed:\n{done.stdout}\n{done.stderr}"
     last = done.stdout.strip().splitlines()[-1]
     assert last.startswith("OK") or "skipped" in last, last
@@ -54,7 +62,7 @@ def test_step_runs_its_claims_hold_and_its_pictures_are_written(step, tmp_path):
 
 def test_gpu_step_runs_on_a_stand_in_device(tmp_path):
     """Step 8's GPU branch, with the tests' CuPy-like fake device registered as "cuda"."""
-    script = tour.step(8, tour.REPOSITORY_TOUR).path
+    script = tour.step(8, TOUR).path
     bootstrap = textwrap.dedent(f"""
         import runpy, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
@@ -129,8 +137,9 @@ def test_a_failing_claim_fails_the_step_and_the_command(own_tour, tmp_path, caps
 
 
 def test_a_missing_tour_says_where_it_looked_and_how_to_get_it(tmp_path, monkeypatch):
-    monkeypatch.delenv(tour.TOUR_ENV, raising=False)
     monkeypatch.setattr(tour, "REPOSITORY_TOUR", tmp_path / "examples" / "tour")
     with pytest.raises(DataError, match=r"examples/tour.*pip install -e \.") as info:
         tour.steps()
     assert str(tmp_path) in str(info.value)
+    with pytest.raises(DataError, match="does not exist"):
+        tour.steps(tmp_path / "nowhere")

@@ -87,6 +87,8 @@ def _describe(path: Path, number: int) -> Step:
 def steps(folder=None) -> list[Step]:
     """Every step of the tour, in order."""
     folder = Path(folder) if folder is not None else tour_dir()
+    if not folder.is_dir():
+        raise DataError(f"tour folder {str(folder)!r} does not exist")
     found = sorted((int(m.group(1)), p) for p in folder.iterdir() if (m := _NAME.match(p.name)))
     return [_describe(path, number) for number, path in found]
 
