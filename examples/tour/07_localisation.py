@@ -18,9 +18,10 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import tinyconv as tc
-from tinyconv import imaging, localize
+from tinyconv import imaging
 from tinyconv.boxes import iou
 from tinyconv.gmm import GaussianMixture
+from tinyconv.localize import contrast_weights, graph_cut, largest_component, localize, mask_box, seeds
 from tinyconv.saliency import saliency
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -30,17 +31,17 @@ repo = Path(__file__).resolve().parents[2]
 net = tc.load(repo / "weights" / "mnist_cnn.npz")
 pixels = np.asarray(Image.open(repo / "examples" / "digits" / "digit_3.png").convert("L"))  # (28, 28) uint8
 M = saliency(net, imaging.preprocess(pixels, net))[0]  # (28, 28)
-image = localize.as_image(pixels)  # (28, 28, 1) grey levels in [0, 1]
+image = pixels[..., None] / 255.0  # (28, 28, 1) grey levels in [0, 1], as localize() sees them
 
-fg, bg = localize.seeds(M, 0.95, 0.30)
+fg, bg = seeds(M, 0.95, 0.30)
 print(f"1. seeds: {fg.sum()} foreground pixels (M ≥ {np.quantile(M, 0.95):.3g}), {bg.sum()} background")
 models = [GaussianMixture(5, reg=1e-3, seed=0).fit(image[where]) for where in (fg, bg)]
 cost_fg, cost_bg = (-m.score_samples(image.reshape(-1, 1)).reshape(M.shape) for m in models)
 cost_fg[bg], cost_bg[fg] = np.inf, np.inf  # pins
 for name, m in zip(("foreground", "background"), models, strict=True):
     print(f"2. {name} model: grey-level means {np.round(np.sort(m.means[:, 0]), 2)}")
-weights, beta = localize.contrast_weights(image, gamma=50.0)
-cut = localize.graph_cut(cost_fg, cost_bg, weights)
+weights, beta = contrast_weights(image, gamma=50.0)
+cut = graph_cut(cost_fg, cost_bg, weights)
 
 
 def energy(labels):
@@ -57,11 +58,11 @@ print(f"3. graph cut: {cut.sum()} foreground pixels, E = {energy(cut):.1f}; othe
 for name, labels in rivals.items():
     print(f"   {name}: E = {energy(labels):.1f}")
     assert energy(cut) <= energy(labels) + 1e-6, "the min-cut labelling has the lowest energy"
-mask = localize.largest_component(cut, M)
-box, truth, frame = localize.mask_box(mask), localize.mask_box(ink), (0, 0, 28, 28)
+mask = largest_component(cut, M)
+box, truth, frame = mask_box(mask), mask_box(ink), (0, 0, 28, 28)
 print(f"4. largest component: {mask.sum()} pixels, box {box}; ink box {truth}; IoU {iou(box, truth):.2f}")
 print(f"   (the whole-image box would score IoU {iou(frame, truth):.2f})")
-assert box == tuple(localize.localize(pixels, M).box), "the stages above are what localize() does"
+assert box == tuple(localize(pixels, M).box), "the stages above are what localize() does"
 assert iou(box, truth) >= max(0.5, iou(frame, truth)), "a correct box (IoU >= 0.5), beating the frame"
 
 
