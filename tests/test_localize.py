@@ -256,3 +256,28 @@ def test_baselines():
     assert loc.centred_box((20, 30), (10, 6)) == (10, 7, 20, 13)
     assert loc.centred_box((20, 30), (50, 50)) == (0, 0, 30, 20)
     assert loc.threshold_box(np.full((4, 5), np.nan)) == (0, 0, 5, 4)
+
+
+def test_smooth_saliency_is_nan_aware():
+    s = np.full((9, 9), 2.0)
+    s[4, 4] = np.nan
+    out = loc.smooth_saliency(s, 1.5)
+    assert np.isnan(out[4, 4])
+    np.testing.assert_allclose(out[np.isfinite(s)], 2.0)  # a constant stays constant around the hole
+    spike = np.zeros((9, 9))
+    spike[4, 4] = 1.0
+    out = loc.smooth_saliency(spike, 1.0)
+    assert out.argmax() == 40 and np.allclose(out, out.T) and np.allclose(out, out[::-1])
+
+
+def test_smoothing_and_iterations_keep_the_object():
+    rng = np.random.default_rng(9)
+    h, w = 40, 40
+    obj = _ellipse(h, w, 20, 22, 9, 7)
+    image = _paint(_textured_background(rng, h, w), obj, (0.2, 0.9, 0.3), rng)
+    saliency = _peak(h, w, 20, 22, 3.5, rng, noise=0.4)  # speckled
+    for kwargs in ({"smooth": 1.5}, {"iterations": 3}):
+        result = loc.localize(image, saliency, **kwargs)
+        assert _mask_iou(result.mask, obj) >= 0.9, kwargs
+    with pytest.raises(ValueError, match="iterations"):
+        loc.localize(image, saliency, iterations=0)

@@ -94,15 +94,13 @@ class GaussianMixture:
 
     def _component_log_pdf(self, x):
         """log π_k + log N(x_n; μ_k, Σ_k), shape (N, K)."""
-        n, d = x.shape
-        out = np.empty((n, len(self.weights)))
-        for k, (mu, cov) in enumerate(zip(self.means, self.covariances, strict=True)):
-            chol = np.linalg.cholesky(cov)
-            # Mahalanobis distance through a triangular solve: z = L⁻¹ (x − μ)
-            z = np.linalg.solve(chol, (x - mu).T)  # (D, N)
-            log_det = 2.0 * np.log(np.diag(chol)).sum()
-            out[:, k] = np.log(self.weights[k]) - 0.5 * ((z * z).sum(0) + log_det + d * LOG_2PI)
-        return out
+        d = x.shape[1]
+        chol = np.linalg.cholesky(self.covariances)  # (K, D, D), Σ_k = L_k L_kᵀ
+        # Mahalanobis distances through the factors: z = L_k⁻¹ (x − μ_k)
+        z = np.linalg.solve(chol, (x[None] - self.means[:, None]).transpose(0, 2, 1))  # (K, D, N)
+        log_det = 2.0 * np.log(np.diagonal(chol, axis1=1, axis2=2)).sum(1)  # (K,)
+        out = np.log(self.weights)[:, None] - 0.5 * ((z * z).sum(1) + (log_det + d * LOG_2PI)[:, None])
+        return out.T
 
     def score_samples(self, x):
         """log p(x_n) for each row of x (N, D) -> (N,)."""

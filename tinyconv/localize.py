@@ -233,6 +233,18 @@ def largest_component(mask, saliency=None):
     return labels == best[0] + 1
 
 
+def smooth_saliency(saliency, sigma):
+    """Gaussian blur of a saliency map (H, W) with σ = ``sigma`` pixels, NaN-aware:
+    (G * (M·v)) / (G * v) with v the indicator of finite values; NaNs stay NaN."""
+    ndimage = _ndimage()
+    s = np.asarray(saliency, dtype=np.float64)
+    valid = np.isfinite(s)
+    top = ndimage.gaussian_filter(np.where(valid, s, 0.0), sigma, mode="nearest")
+    weight = ndimage.gaussian_filter(valid.astype(np.float64), sigma, mode="nearest")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(valid, top / np.maximum(weight, 1e-12), np.nan)
+
+
 def mask_box(mask):
     """Bounding box (x0, y0, x1, y1) of a non-empty (H, W) bool mask, x1/y1 exclusive."""
     ys, xs = np.nonzero(mask)
@@ -261,6 +273,8 @@ def localize(
     reg=1e-3,
     max_samples=4000,
     seed=0,
+    smooth=0.0,
+    iterations=1,
 ) -> Localization:
     """Box and mask of the object from a saliency map (GraphCut pipeline above).
 
@@ -270,6 +284,11 @@ def localize(
     n_components: Gaussians per colour model; reg: ε on their covariances.
     gamma:      Potts weight γ (GrabCut's 50).
     max_samples: seed pixels used to fit each model (a seeded random subset).
+    smooth:     σ (pixels) of a Gaussian blur of M before the quantiles (0: the
+                paper's raw map); see ``smooth_saliency``.
+    iterations: 1 is the paper's single cut; more re-fit both colour models
+                to the last segmentation and cut again (GrabCut-style), the
+                seeds staying pinned.
     Returns a ``Localization`` that unpacks as (box, mask), box = (x0, y0, x1, y1);
     its ``reason`` says why when the pipeline had to fall back:
     constant or all-NaN saliency -> the whole image; constant-colour image ->
@@ -282,6 +301,8 @@ def localize(
     full = np.ones((h, w), bool)
     if not np.isfinite(s).any():
         return Localization(whole, full, "saliency map has no finite values: whole-image box")
+    if smooth:
+        s = smooth_saliency(s, smooth)
     fg, bg = seeds(s, fg_quantile, bg_quantile)
     info = {"fg_seeds": fg, "bg_seeds": bg}
     if not fg.any() or not bg.any():
@@ -297,18 +318,23 @@ def localize(
             "image has a single colour: colour models cannot separate, foreground seeds kept",
             info,
         )
+    if int(iterations) < 1:
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
     rng = np.random.default_rng(seed)
-    models = []
-    for where in (fg, bg):
-        gmm = GaussianMixture(n_components, reg=reg, seed=seed)
-        models.append(gmm.fit(_pixels(img, where, max_samples, rng)))
     flat = img.reshape(-1, img.shape[2])
-    cost_fg = -models[0].score_samples(flat).reshape(h, w)
-    cost_bg = -models[1].score_samples(flat).reshape(h, w)
-    cost_fg[bg] = np.inf  # pins: a background seed cannot be foreground
-    cost_bg[fg] = np.inf
     weights, beta = contrast_weights(img, gamma)
-    segmentation = graph_cut(cost_fg, cost_bg, weights)
+    fit_fg, fit_bg = fg, bg
+    for _ in range(int(iterations)):
+        models = []
+        for where in (fit_fg, fit_bg):
+            gmm = GaussianMixture(n_components, reg=reg, seed=seed)
+            models.append(gmm.fit(_pixels(img, where, max_samples, rng)))
+        cost_fg = -models[0].score_samples(flat).reshape(h, w)
+        cost_bg = -models[1].score_samples(flat).reshape(h, w)
+        cost_fg[bg] = np.inf  # pins: a background seed cannot be foreground
+        cost_bg[fg] = np.inf
+        segmentation = graph_cut(cost_fg, cost_bg, weights)
+        fit_fg, fit_bg = segmentation, ~segmentation
     mask = largest_component(segmentation, s)
     info.update(segmentation=segmentation, beta=beta, models=models)
     return Localization(mask_box(mask), mask, note, info)
@@ -317,9 +343,12 @@ def localize(
 # --- baselines ---
 
 
-def threshold_box(saliency, quantile=0.95):
-    """Baseline: the box of the pixels with M ≥ q_quantile(M) (whole image if M is constant or NaN)."""
+def threshold_box(saliency, quantile=0.95, smooth=0.0):
+    """Baseline: the box of the pixels with M ≥ q_quantile(M) (whole image if M is constant or NaN);
+    ``smooth``: σ of a Gaussian blur of M first."""
     s = np.asarray(to_numpy(saliency), dtype=np.float64)
+    if smooth:
+        s = smooth_saliency(s, smooth)
     h, w = s.shape
     finite = np.isfinite(s)
     if not finite.any():
