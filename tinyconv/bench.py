@@ -307,7 +307,7 @@ def _torch_sync(device: str):
 # timing
 
 
-def gemm_peak(size: int = 2048, reps: int = 5) -> float:
+def gemm_peak(size: int = 2048, reps: int = 3) -> float:
     """GFLOP/s of NumPy's float32 ``size``³ matrix product (best of ``reps``)."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)

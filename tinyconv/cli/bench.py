@@ -1,0 +1,30 @@
+"""``tinyconv bench``: tinyconv against PyTorch on the paper's workloads.
+
+    tinyconv bench                       # the full table (several minutes)
+    tinyconv bench --quick               # a subset, under a minute
+    tinyconv bench --items "vgg16 saliency" --json out.json
+
+Same as ``python -m tinyconv.bench``; see ``tinyconv.bench`` for what each
+line measures.
+"""
+
+from __future__ import annotations
+
+from .. import bench
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench",
+        help="time forward/saliency/backward/training/class-model steps against PyTorch",
+        description="Benchmark VGG-16 and the MNIST network (float32): median and minimum time per "
+        "repetition, the same work in PyTorch with the same weights and threads, the ratio, achieved "
+        "GFLOP/s against the analytic FLOP count and the NumPy GEMM peak, and peak resident memory of "
+        "each side in a child process.",
+    )
+    bench.add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    return bench.main_args(args)

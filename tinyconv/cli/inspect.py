@@ -1,0 +1,77 @@
+"""``tinyconv inspect``: a per-layer table of one forward and backward pass.
+
+    tinyconv inspect examples/digits/digit_3.png
+    tinyconv inspect --weights vgg16.npz photo.jpg --target 281
+    tinyconv inspect --arch vgg16              # random weights, random input
+
+Columns: output shape, parameters, FLOPs, forward and backward milliseconds,
+‖a‖ (the layer's output) and ‖∂S_c/∂a‖ (the gradient of the class score);
+see ``tinyconv.inspect``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from ..backend import to_device
+from ..errors import TinyconvError
+from ._common import add_device_option, add_weights_option
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "inspect",
+        help="per-layer shapes, parameters, FLOPs, forward/backward ms, activation and gradient norms",
+        description="Run one image through the network layer by layer and print, for every layer, its "
+        "output shape, parameter count, FLOPs, forward and backward time, and the norms of its output "
+        "and of the gradient of the class score with respect to that output. Default weights: the "
+        "bundled MNIST network; without IMAGE a fixed random input is used.",
+    )
+    p.add_argument("image", nargs="?", metavar="IMAGE", help="an image file (default: random input)")
+    add_weights_option(p)
+    p.add_argument("--arch", help="instead of --weights: a freshly initialised architecture (e.g. vgg16)")
+    p.add_argument("--target", metavar="C", help="class index or name (default: the top class)")
+    p.add_argument("--batch", type=int, default=1, help="copies of the input in the batch (default 1)")
+    p.add_argument("--reps", type=int, default=3, help="timed runs after a warm-up (default 3)")
+    p.add_argument("--param-grads", action="store_true", help="also compute parameter gradients in backward")
+    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    add_device_option(p)
+    p.set_defaults(func=run)
+
+
+def _network(args):
+    if args.arch and args.weights:
+        raise TinyconvError("give --weights or --arch, not both")
+    if args.arch:
+        from ..models import build
+
+        return build(args.arch, seed=0).to(args.device).eval()
+    from ..demo import load_net
+
+    return load_net(args.weights, args.device)
+
+
+def run(args) -> int:
+    from ..demo import parse_target
+    from ..imaging import preprocess
+    from ..inspect import format_layer_table, layer_table
+
+    if args.batch < 1 or args.reps < 1:
+        raise TinyconvError("--batch and --reps must be >= 1")
+    net = _network(args)
+    if args.image:
+        x = preprocess(args.image, net)
+    else:
+        if net.input_shape is None:
+            raise TinyconvError("the network does not record its input shape: give an IMAGE")
+        x = np.random.default_rng(0).standard_normal((1, *net.input_shape), dtype=np.float32)
+    x = to_device(np.repeat(np.asarray(x, dtype=np.float32), args.batch, axis=0), args.device)
+    rows = layer_table(net, x, parse_target(net, args.target), args.reps, args.param_grads)
+    print(format_layer_table(rows))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"wrote {args.json}")
+    return 0
