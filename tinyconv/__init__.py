@@ -19,6 +19,7 @@ from .layers import (
     MaxPool2d,
     ReLU,
 )
+from .localize import localize
 from .network import Sequential
 from .saliency import input_gradient, saliency, smoothgrad
 

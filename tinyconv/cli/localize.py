@@ -151,7 +151,9 @@ def _tune(maps, truths, candidates, box_of):
 
 
 def run_benchmark(args) -> int:
-    from .. import localize as loc
+    import importlib
+
+    loc = importlib.import_module("tinyconv.localize")  # the module (tinyconv.localize is the function)
     from .. import scenes as sc
     from ..boxes import corloc, iou
     from ..imaging import heatmap, montage, write_files
@@ -322,7 +324,9 @@ def _view_geometry(size, shape):
 
 
 def run_images(args) -> int:
-    from .. import localize as loc
+    import importlib
+
+    loc = importlib.import_module("tinyconv.localize")  # the module (tinyconv.localize is the function)
     from ..backend import to_numpy
     from ..boxes import best_iou, corloc, find_annotation, read_voc_xml
     from ..imaging import load_image, preprocess, write_files
