@@ -321,6 +321,28 @@ def test_train_command_writes_a_native_network_and_evaluates_it(tmp_path, rng, c
     assert f"accuracy {net.meta['test_accuracy']:.4f}" in printed and "/20)" in printed
 
 
+def test_train_command_fine_tunes_from_weights(tmp_path, rng):
+    from tinyconv.cli import main
+    from tinyconv.io import load
+
+    for split, n in (("train", 32), ("t10k", 10)):
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
+    start = train.small_cnn(classes=list("0123456789"))
+    train.he_init(start, seed=0)
+    start.mean, start.std = (0.5,), (0.25,)
+    start.save(tmp_path / "start.npz")
+    out = tmp_path / "tuned.npz"
+    common = ["--data", str(tmp_path), "--epochs", "1", "--batch-size", "16", "--quiet"]
+    common += ["--weights", str(tmp_path / "start.npz"), "--lr", "1e-9", "-o", str(out)]
+    assert main(["train", *common]) == 0
+    tuned = load(out)
+    assert tuned.std == (0.25,) and tuned.classes[9] == "Ankle boot"
+    for a, b in zip(start.parameters(), tuned.parameters(), strict=True):  # started from, not re-initialised
+        np.testing.assert_allclose(b.value, a.value, atol=1e-6)
+    assert "--weights" in tuned.meta["training_command"]
+
+
 def test_train_command_reports_missing_data(tmp_path, capsys):
     from tinyconv.cli import main
 

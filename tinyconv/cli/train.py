@@ -13,7 +13,7 @@ import shlex
 import time
 from pathlib import Path
 
-from ._common import add_device_option
+from ._common import add_device_option, add_weights_option
 
 
 def register(subparsers) -> None:
@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     p.add_argument("--evaluate", metavar="FILE", help="only measure FILE's accuracy on the test split")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_option(p)
+    add_weights_option(p)
+    p.description += " With --weights FILE, training starts from that network (fine-tuning)."
     p.set_defaults(func=run)
 
 
@@ -65,8 +67,9 @@ def _test_accuracy(args) -> int:
 def _command_line(args) -> str:
     """The ``tinyconv train`` command that reproduces this run (every setting spelled out)."""
     words = ["tinyconv", "train"]
-    for option in ("dataset", "data", "arch", "epochs", "batch_size", "lr", "schedule", "momentum",
-                   "weight_decay", "seed", "train_size", "device", "checkpoint", "output"):  # fmt: skip
+    options = ("dataset", "data", "arch", "epochs", "batch_size", "lr", "schedule", "momentum",
+               "weight_decay", "seed", "train_size", "weights", "device", "checkpoint", "output")  # fmt: skip
+    for option in options:
         value = getattr(args, option)
         if value is not None:
             words += ["--" + option.replace("_", "-"), str(value)]
@@ -79,7 +82,8 @@ def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
     from .. import data
-    from ..io import save
+    from ..errors import WeightsError
+    from ..io import load, save
     from ..train import build_arch, fit
 
     if not args.output:
@@ -89,9 +93,21 @@ def run(args) -> int:
     if args.train_size:
         images, labels = images[: args.train_size], labels[: args.train_size]
     test_images, test_labels = data.load_dataset(args.dataset, "test", args.data)
-    mean, std = data.mean_std(images)
+    if args.weights:
+        net = load(args.weights)
+        if net.num_classes != len(classes) or net.input_shape not in (None, (1, 28, 28)):
+            raise WeightsError(
+                f"{args.weights} takes input {net.input_shape} and has {net.num_classes} classes; "
+                f"{args.dataset} needs (1, 28, 28) and {len(classes)}"
+            )
+        net.classes = list(classes)
+    else:
+        net = build_arch(args.arch, list(classes))
+    if args.weights and net.mean is not None and net.std is not None:
+        mean, std = net.mean[0], net.std[0]  # fine-tuning keeps the network's normalisation
+    else:
+        mean, std = data.mean_std(images)
     x, x_test = data.normalise(images, mean, std), data.normalise(test_images, mean, std)
-    net = build_arch(args.arch, list(classes))
     net.mean, net.std = (mean,), (std,)
     command = _command_line(args)
     net.meta.update({
@@ -107,7 +123,7 @@ def run(args) -> int:
     net = fit(
         net, x, labels, x_test, test_labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         momentum=args.momentum, weight_decay=args.weight_decay, schedule=args.schedule, seed=args.seed,
-        flip=args.flip, checkpoint=checkpoint, resume=args.resume, device=args.device,
+        flip=args.flip, checkpoint=checkpoint, resume=args.resume, init=not args.weights, device=args.device,
         progress=not args.quiet, log=lambda msg: print(msg, flush=True),
     )  # fmt: skip
     history = net.meta["training"]["history"]
