@@ -96,42 +96,43 @@ def test_alexnet(tmp_path):
     check_float32(tc.from_torch(model32), model32, x.astype(np.float32), "AlexNet 224")
 
 
+def check_checkpoint_route(model32, arch, tmp_path, x):
+    """float32: from_torch and the torch-free reader give bit-identical
+    parameters, and the scores agree with PyTorch's."""
+    direct, loaded = both_ways(model32, arch, tmp_path)
+    assert_same_parameters(direct, loaded)  # so every float64 check of from_torch holds for both
+    del direct
+    gc.collect()
+    check_float32(loaded, model32, x, f"{arch} {x.shape[-1]} (checkpoint)")
+    return loaded.meta
+
+
 @pytest.mark.slow
 def test_vgg16(tmp_path):
     torch.manual_seed(2)
-    model = VGG(VGG_CFG["vgg16"]).double().eval()
+    model = VGG(VGG_CFG["vgg16"]).eval()
     rng = np.random.default_rng(2)
-    direct, loaded = both_ways(model, "vgg16", tmp_path)
-    assert_same_parameters(direct, loaded)  # so the 224 check below holds for both
-    del loaded
+    check_checkpoint_route(model, "vgg16", tmp_path, rng.standard_normal((1, 3, 224, 224)).astype(np.float32))
     gc.collect()
-    check_float64(direct, model, rng.standard_normal((1, 3, 224, 224)), [5], "VGG-16 224 (from_torch)")
-    check_float64(direct, model, rng.standard_normal((2, 3, 64, 64)), [1, 2], "VGG-16 64 (adaptive pool)")
-    del direct
-    gc.collect()
-    model32 = model.float()
-    x = rng.standard_normal((1, 3, 224, 224)).astype(np.float32)
-    check_float32(tc.from_torch(model32), model32, x, "VGG-16 224")
+    model = model.double()
+    net = tc.from_torch(model)
+    check_float64(net, model, rng.standard_normal((1, 3, 224, 224)), [5], "VGG-16 224 (from_torch)")
+    check_float64(net, model, rng.standard_normal((2, 3, 64, 64)), [1, 2], "VGG-16 64 (adaptive pool)")
 
 
 @pytest.mark.slow
 def test_vgg11_bn_folded(tmp_path):
     torch.manual_seed(3)
-    model = randomise_batchnorm(VGG(VGG_CFG["vgg11"], batch_norm=True)).double().eval()
+    model = randomise_batchnorm(VGG(VGG_CFG["vgg11"], batch_norm=True)).eval()
     rng = np.random.default_rng(3)
-    direct, loaded = both_ways(model, "vgg11_bn", tmp_path)
-    assert_same_parameters(direct, loaded)
-    assert loaded.meta["arch"] == "vgg11_bn" and "folded" in loaded.meta["batchnorm"]
-    assert not any(type(layer).__name__.startswith("Batch") for layer in loaded)
-    del loaded
+    x = rng.standard_normal((1, 3, 64, 64))
+    meta = check_checkpoint_route(model, "vgg11_bn", tmp_path, x.astype(np.float32))
+    assert meta["arch"] == "vgg11_bn" and "folded" in meta["batchnorm"]
     gc.collect()
-    check_float64(direct, model, rng.standard_normal((2, 3, 64, 64)), [10, 20], "VGG-11-BN 64 (folded)")
-    del direct
-    gc.collect()
-    model32 = model.float()
-    check_float32(
-        tc.from_torch(model32), model32, rng.standard_normal((1, 3, 64, 64)).astype(np.float32), "VGG-11-BN"
-    )
+    model = model.double()
+    net = tc.from_torch(model)
+    assert not any(type(layer).__name__.startswith("Batch") for layer in net)
+    check_float64(net, model, rng.standard_normal((2, 3, 64, 64)), [10, 20], "VGG-11-BN 64 (folded)")
 
 
 def small_bn_net():

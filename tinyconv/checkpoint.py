@@ -110,9 +110,9 @@ def _float(tensor: Tensor, key: str, dtype) -> np.ndarray:
         raise WeightsError(f"tensor {key!r} has integer/bool storage {tensor.torch_dtype}, expected floats")
     array = tensor.numpy()
     if dtype is not None:
-        array = array.astype(dtype)
+        array = array.astype(dtype, copy=False)
     elif array.dtype != np.float64:
-        array = array.astype(np.float32)  # half / bfloat16 are widened: tinyconv computes in float32
+        array = array.astype(np.float32, copy=False)  # half / bfloat16 widened: tinyconv computes in float32
     if not np.isfinite(array).all():
         raise WeightsError(f"tensor {key!r} contains NaN or infinite values")
     return np.ascontiguousarray(array)

@@ -124,7 +124,9 @@ def rebuild_tensor(storage, storage_offset, size, stride, requires_grad=False, b
         )
     contiguous = tuple(math.prod(size[d + 1 :]) for d in range(len(size)))
     if all(n == 1 or s == c for n, s, c in zip(size, stride, contiguous, strict=True)):
-        array = data[offset : offset + numel].reshape(size)  # (a view when the whole storage is used)
+        array = data[offset : offset + numel].reshape(size)
+        if offset == 0 and numel == data.size:
+            return Tensor(array, storage.kind.name)  # the whole storage: no copy
     else:
         # bounds checked above: the strided view stays inside ``data``
         base = data[offset:]
@@ -261,9 +263,9 @@ def _read_archive(archive: zipfile.ZipFile, where: str):
                 f"storage {key!r} should hold {numel} x {kind.dtype.itemsize} = {nbytes} bytes, "
                 f"entry {name!r} has {info.file_size}"
             )
-        data = np.frombuffer(_read_entry(archive, name, nbytes), dtype=kind.dtype)
+        data = _read_array_entry(archive, name, kind.dtype, numel)
         if byteorder == "big" and kind.dtype.itemsize > 1:
-            data = data.byteswap()
+            data.byteswap(inplace=True)
         return data
 
     data_pkl = _read_entry(archive, pickles[0], None)
@@ -279,6 +281,24 @@ def _read_entry(archive: zipfile.ZipFile, name: str, limit: int | None) -> bytes
     if limit is not None and info.file_size > limit:
         raise WeightsError(f"entry {name!r} holds {info.file_size} bytes, expected at most {limit}")
     return archive.read(name)
+
+
+def _read_array_entry(archive: zipfile.ZipFile, name: str, dtype: np.dtype, numel: int) -> np.ndarray:
+    """An entry's bytes read straight into a new writable array of ``numel``
+    elements (in chunks: no second copy of a large storage)."""
+    info = archive.getinfo(name)
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise WeightsError(f"entry {name!r} is compressed; torch.save writes entries uncompressed")
+    data = np.empty(numel, dtype=dtype)
+    view = memoryview(data).cast("B")
+    with archive.open(name) as f:
+        done, chunk = 0, 1 << 24
+        while done < len(view):
+            n = f.readinto(view[done : done + chunk])
+            if not n:
+                raise WeightsError(f"entry {name!r} ends after {done} of {len(view)} bytes")
+            done += n
+    return data
 
 
 def tensors(obj, where: str = "checkpoint") -> dict[str, Tensor]:
