@@ -229,8 +229,11 @@ def build_arch(arch: str, classes) -> Sequential:
         return ARCHS[arch](num_classes=len(classes), classes=classes)
     from . import models  # noqa: PLC0415
 
-    if arch not in models.ARCHS:
-        raise WeightsError(f"unknown architecture {arch!r}; known: {', '.join([*ARCHS, *models.ARCHS])}")
+    try:
+        arch = models.check_arch(arch)
+    except WeightsError:
+        known = ", ".join([*ARCHS, *models.ARCHS])
+        raise WeightsError(f"unknown architecture {arch!r}; known: {known}") from None
     net = models.build(arch, classes=classes)
     if net.input_shape != (1, 28, 28):
         raise WeightsError(f"architecture {arch!r} takes input {net.input_shape}, not 28x28 grey images")
