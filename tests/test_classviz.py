@@ -123,13 +123,17 @@ def test_batch_of_classes_equals_one_at_a_time():
         np.testing.assert_allclose(r.input, one.input, rtol=1e-10, atol=1e-12)
 
 
-def test_jitter_rolls_the_gradient_back():
-    # On a linear net the gradient at a rolled input, rolled back, is W[c] again: jitter changes nothing.
-    net = linear_net(4)
-    plain = tc.class_model(net, 1, steps=4, lr=0.2, l2=0.1, progress=False)
-    jittered = tc.class_model(net, 1, steps=4, lr=0.2, l2=0.1, jitter=2, seed=0, progress=False)
-    np.testing.assert_allclose(jittered.input, plain.input, rtol=1e-12)
-    assert jittered.params["jitter"] == 2
+def test_jitter_ascends_the_score_of_the_shifted_image():
+    # One step on S(roll(I, s)) = W[c]·roll(I, s): the gradient w.r.t. I is roll(W[c], -s),
+    # with s the first shift drawn from the recorded seed.
+    net = linear_net(4, shape=(1, 5, 6))
+    lr, seed, jitter = 0.2, 3, 2
+    r = tc.class_model(net, 1, steps=1, lr=lr, l2=0.1, jitter=jitter, seed=seed, progress=False)
+    s = np.random.default_rng(seed).integers(-jitter, jitter + 1, size=2)
+    assert s.any()  # a real shift, or the test proves nothing
+    w = net[1].params["weight"][1].reshape(1, 5, 6)
+    np.testing.assert_allclose(r.input, lr * np.roll(w, (-s[0], -s[1]), axis=(1, 2)), rtol=1e-12)
+    assert r.params["jitter"] == jitter
 
 
 def test_clip_keeps_pixels_in_range_and_blur_keeps_constants():
@@ -171,7 +175,7 @@ def mnist():
         pytest.skip(f"bundled MNIST weights not available: {exc}")
 
 
-STEPS = 120
+STEPS = 150  # default lr and λ, fewer steps than the default 400 to keep the test short
 
 
 @pytest.fixture(scope="module")
@@ -182,16 +186,19 @@ def mnist_models(mnist):
 def test_mnist_class_models_make_the_target_the_top_class(mnist_models):
     for r in mnist_models:
         assert r.top_class == r.target, r.summary()
-        assert r.score > r.runner_up + 5
-        assert r.history["score"][-1] > r.history["score"][0] + 10
+        assert r.score > r.runner_up + 3
+        assert r.history["score"][-1] > r.history["score"][0] + 5
 
 
 def test_mnist_class_model_score_rises_monotonically_within_noise(mnist_models):
     for r in mnist_models:
         s = r.history["score"]
-        drops = np.maximum.accumulate(s) - s  # how far below its best so far
-        assert drops.max() < 0.05 * (s.max() - s.min()), r.summary()
-        assert DEFAULTS["l2"] > 0  # the paper's regulariser is on by default
+        rise = s.max() - s.min()
+        drops = np.maximum.accumulate(s) - s  # how far below its best so far, step by step
+        assert drops.max() < 0.1 * rise, r.summary()
+        tenths = np.array([chunk.mean() for chunk in np.array_split(s, 10)])
+        assert np.all(np.diff(tenths) > -0.02 * rise), tenths  # smoothed over a tenth of the run: monotone
+    assert DEFAULTS["l2"] > 0  # the paper's regulariser is on by default
 
 
 def test_mnist_softmax_objective_reports_its_posterior(mnist):

@@ -315,9 +315,46 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+# spellings for symbols the captions use, where the font has no glyph
+_SPELLED = {
+    "σ": "sigma",
+    "∂": "d",
+    "λ": "lambda",
+    "‖": "||",
+    "−": "-",
+    "×": "x",
+    "²": "^2",
+    "α": "alpha",
+    "ε": "eps",
+    "≈": "~",
+    "→": "->",
+    "₀": "0",
+    "…": "...",
+    "’": "'",
+    "“": '"',
+    "”": '"',
+    "–": "-",
+}
+
+
+def _printable(text: str, font) -> str:
+    """``text`` with every character the font cannot draw spelled out (or '?')."""
+    try:
+        missing = bytes(font.getmask("\uffff"))
+    except Exception:  # noqa: BLE001  (bitmap fonts: keep ASCII only)
+        missing = None
+    out = []
+    for ch in text:
+        if ch.isascii() or (missing is not None and bytes(font.getmask(ch)) != missing):
+            out.append(ch)
+        else:
+            out.append(_SPELLED.get(ch, "?"))
+    return "".join(out)
+
+
 def _wrap(text: str, font, width: int) -> list[str]:
     lines = []
-    for paragraph in str(text).split("\n"):
+    for paragraph in _printable(str(text), font).split("\n"):
         line = ""
         for word in paragraph.split(" "):
             trial = f"{line} {word}".strip()
