@@ -85,8 +85,11 @@ def run(args) -> int:
         if args.mean is None or args.std is None:
             raise WeightsError("give --mean and --std together")
         channels = net.input_shape[0] if net.input_shape else len(args.mean)
-        net.mean = net._per_channel(args.mean, "mean", channels)
-        net.std = net._per_channel(args.std, "std", channels)
+        try:
+            net.mean = net._per_channel(args.mean, "mean", channels)
+            net.std = net._per_channel(args.std, "std", channels)
+        except ValueError as exc:
+            raise WeightsError(f"{exc} (network input {net.input_shape})") from None
         if min(net.std) <= 0:
             raise WeightsError(f"--std must be positive, got {args.std}")
     if args.licence:
