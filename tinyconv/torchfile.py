@@ -25,6 +25,7 @@ from __future__ import annotations
 import collections
 import io
 import math
+import os
 import pickle
 import zipfile
 
@@ -223,7 +224,7 @@ def read_pth(path) -> object:
         raise WeightsError(f"{where} is not a readable zip archive ({exc}); is it truncated?") from None
     with archive:
         try:
-            return _read_archive(archive, where)
+            return _read_archive(archive, where, os.path.getsize(path))
         except WeightsError as exc:
             raise WeightsError(f"{where}: {exc}") from None
         except RecursionError:
@@ -234,7 +235,7 @@ def read_pth(path) -> object:
             ) from None
 
 
-def _read_archive(archive: zipfile.ZipFile, where: str):
+def _read_archive(archive: zipfile.ZipFile, where: str, file_size: int):
     names = archive.namelist()
     pickles = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]
     if len(pickles) != 1:
@@ -258,6 +259,8 @@ def _read_archive(archive: zipfile.ZipFile, where: str):
             raise WeightsError(f"storage {key!r} has a negative size")
         nbytes = numel * kind.dtype.itemsize
         info = archive.getinfo(name)
+        if info.file_size > file_size:
+            raise WeightsError(f"entry {name!r} claims {info.file_size} bytes, more than the whole file")
         if info.file_size != nbytes:
             raise WeightsError(
                 f"storage {key!r} should hold {numel} x {kind.dtype.itemsize} = {nbytes} bytes, "
