@@ -282,3 +282,75 @@ def test_smoothing_and_iterations_keep_the_object():
         assert _mask_iou(result.mask, obj) >= 0.9, kwargs
     with pytest.raises(ValueError, match="iterations"):
         loc.localize(image, saliency, iterations=0)
+
+
+# --- the command ---
+
+
+def _write_voc(path, filename, box):
+    x0, y0, x1, y1 = box  # ours (exclusive, 0-based) -> VOC (inclusive, 1-based)
+    path.write_text(
+        f"<annotation><filename>{filename}</filename><object><name>thing</name><bndbox>"
+        f"<xmin>{x0 + 1}</xmin><ymin>{y0 + 1}</ymin><xmax>{x1}</xmax><ymax>{y1}</ymax>"
+        "</bndbox></object></annotation>"
+    )
+
+
+def test_command_localises_user_images_and_reports_corloc(tmp_path, capsys):
+    """A photo larger than the net's input: the box comes back in the photo's pixels."""
+    from PIL import Image
+
+    from tinyconv.cli import main
+    from tinyconv.scenes import scenes_cnn
+    from tinyconv.train import he_init
+
+    net = he_init(scenes_cnn(size=32), seed=0)
+    net.save(tmp_path / "net.npz")
+    rng = np.random.default_rng(0)
+    image = (_textured_background(rng, 60, 80) * 255).astype(np.uint8)
+    Image.fromarray(image).save(tmp_path / "photo.png")
+    Image.fromarray(image[:32, :32]).save(tmp_path / "small.png")
+    boxes = tmp_path / "boxes"
+    boxes.mkdir()
+    _write_voc(boxes / "photo.xml", "photo.png", (0, 0, 80, 60))
+    out = tmp_path / "out"
+    argv = [str(tmp_path / "photo.png"), str(tmp_path / "small.png"), "--weights", str(tmp_path / "net.npz")]
+    assert main(["localize", *argv, "--boxes", str(boxes), "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "CorLoc" in text and "1 annotated" in text and "no annotation small.xml" in text
+    lines = (out / "results.csv").read_text().splitlines()
+    assert len(lines) == 3
+    x0, y0, x1, y1 = (int(v) for v in lines[1].split(",")[3].split())
+    assert 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60
+    assert Image.open(out / "photo_localized.png").size[0] >= 80
+
+
+def test_command_errors(tmp_path, capsys):
+    from tinyconv.cli import main
+
+    assert main(["localize", "-o", str(tmp_path / "o")]) == 2
+    assert "no IMAGE" in capsys.readouterr().err
+    assert main(["localize", "x.png", "-o", str(tmp_path / "o")]) == 2
+    assert "--weights" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_benchmark_command_writes_table_csv_and_pictures(tmp_path):
+    from tinyconv.cli import main
+    from tinyconv.errors import DataError
+    from tinyconv.io import bundled
+    from tinyconv.scenes import load_scenes
+
+    try:
+        bundled("scenes_cnn.npz")
+        load_scenes("test", n=1)
+    except DataError as exc:
+        pytest.skip(f"needs Fashion-MNIST, the photographs and weights/scenes_cnn.npz: {exc}")
+    out = tmp_path / "bench"
+    argv = ["--scenes", "12", "--tune-scenes", "12", "--tune-graphcut", "3", "--pictures", "2"]
+    argv += ["-o", str(out)]
+    assert main(["localize", "--benchmark", *argv]) == 0
+    table = (out / "results.md").read_text()
+    assert "CorLoc" in table and "whole image" in table
+    assert len((out / "results.csv").read_text().splitlines()) == 13
+    assert (out / "samples.png").is_file()
