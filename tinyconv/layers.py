@@ -149,17 +149,20 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0):
     y = xp.empty((n, f, oh * ow), dtype=x.dtype)
     tiles = _conv_tiles(n, oh, ow, c * kh * kw, x.dtype.itemsize)
     buf = _tile_buffer(xp, tiles, c * kh * kw, ow, x.dtype)
+    prod_buf = _tile_buffer(xp, tiles, f, ow, x.dtype)
     for tile in tiles:
-        cols = _unfold_tile(buf, xpad, tile, (kh, kw), (sh, sw), ow)  # (C·kh·kw, T)
         n0, n1, r0, r1 = tile
-        if n1 - n0 == 1:  # rows r0:r1 of one image: the GEMM writes straight into y
-            out = y[n0, :, r0 * ow : r1 * ow]  # (F, T), row stride OH·OW
-            xp.matmul(w2, cols, out=out)
-        else:  # whole images n0:n1: (F, images·P) -> (images, F, P)
-            y[n0:n1] = (w2 @ cols).reshape(f, n1 - n0, oh * ow).transpose(1, 0, 2)
-            out = y[n0:n1]
+        cols = _unfold_tile(buf, xpad, tile, (kh, kw), (sh, sw), ow)  # (C·kh·kw, T)
+        # the GEMM writes a contiguous buffer: writing it straight into the
+        # strided block of y runs ~1.4x slower (first VGG layers)
+        prod = prod_buf[: f * cols.shape[1]].reshape(f, -1)  # (F, T)
+        xp.matmul(w2, cols, out=prod)
         if bias is not None:
-            out += bias.reshape(f, 1) if out.ndim == 2 else bias.reshape(1, f, 1)
+            prod += bias.reshape(f, 1)
+        if n1 - n0 == 1:  # rows r0:r1 of one image
+            y[n0, :, r0 * ow : r1 * ow] = prod
+        else:  # whole images n0:n1: (F, images·P) -> (images, F, P)
+            y[n0:n1] = prod.reshape(f, n1 - n0, oh * ow).transpose(1, 0, 2)
     cache = (x, weight, x.shape, (sh, sw), (ph, pw))
     return y.reshape(n, f, oh, ow), cache
 
