@@ -245,3 +245,13 @@ def test_write_files_is_all_or_nothing(tmp_path):
     written = write_files(out, {"a.png": np.zeros((2, 2), dtype=np.uint8), "sub/b.txt": "hi"})
     assert sorted(p.relative_to(out).as_posix() for p in written) == ["a.png", "sub/b.txt"]
     assert (out / "sub" / "b.txt").read_text() == "hi"
+
+
+def test_contrast_image_puts_the_mean_at_grey():
+    x = np.zeros((1, 3, 4))
+    x[0, 0, 0], x[0, 0, 1] = 2.0, -2.0
+    from tinyconv.imaging import contrast_image
+
+    out = contrast_image(x, percentile=100)
+    assert out.shape == (3, 4, 1) and out.dtype == np.uint8
+    assert out[0, 0, 0] == 255 and out[0, 1, 0] == 0 and out[1, 1, 0] == 128

@@ -23,6 +23,7 @@ from .classviz import class_models
 from .deconvnet import compare, reconstruct
 from .errors import TargetError, TinyconvError, WeightsError
 from .imaging import (
+    contrast_image,
     deprocess,
     display_scale,
     heatmap,
@@ -233,7 +234,7 @@ def classviz_figures(net, targets=None, prefix: str = "", progress: bool = True,
                 "runner_up_class": r.runner_up_class,
                 "runner_up_score": r.runner_up,
                 "posterior": r.posterior,
-                "history": {k: v.tolist() for k, v in r.history.items()},
+                "history": {k: [float(f"{u:.5g}") for u in v] for k, v in r.history.items()},
             }
         )
     p = results[0].params
@@ -241,6 +242,7 @@ def classviz_figures(net, targets=None, prefix: str = "", progress: bool = True,
         f"class models, argmax_I S_c(I) − λ‖I‖² ({p['objective']} objective, {p['steps']} steps, "
         f"lr {p['lr']}, λ {p['l2']}, seed {p['seed']})"
     )
+    stretched = [_rgb(contrast_image(r.input)) for r in results]
     if len(results) > 1:
         columns = min(len(results), 5)
         figs.append(
@@ -252,6 +254,22 @@ def classviz_figures(net, targets=None, prefix: str = "", progress: bool = True,
                 "all class models: " + title,
             )
         )
+    figs.append(
+        Figure(
+            f"{prefix}class_models_contrast.png",
+            montage(
+                stretched,
+                [f"{r.target} {r.class_name!r}" for r in results],
+                columns=min(len(results), 5),
+                scale=max(1, scale // 2),
+                title="the same images, contrast-stretched for viewing: grey = the mean image, "
+                "white/black = the largest positive/negative change",
+                font_size=12,
+            ),
+            "the same class models shown with grey at the mean image and each image's 99.5th percentile "
+            "of |I| stretched to white (brighter than the mean) and black (darker): a display choice only",
+        )
+    )
     return figs, json.dumps(record, indent=1)
 
 

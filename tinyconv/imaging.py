@@ -38,6 +38,7 @@ __all__ = [
     "as_uint8_image",
     "preprocess",
     "deprocess",
+    "contrast_image",
     "normalise_map",
     "heatmap",
     "signed_image",
@@ -223,6 +224,20 @@ def deprocess(x, net) -> np.ndarray:
     std = np.asarray(net.std if net.std is not None else [1.0] * c)
     a = a * std[:, None, None] + mean[:, None, None]
     return np.round(np.clip(a, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def contrast_image(x, percentile: float = 99.5) -> np.ndarray:
+    """A display of one network input (C, H, W) that ignores the pixel range:
+    mid-grey at 0 (the mean image), x / (``percentile`` of |x|) stretched
+    symmetrically to black and white. uint8 (H, W, C); for looking only."""
+    a = to_numpy(x).astype(np.float64)
+    if a.ndim == 4 and a.shape[0] == 1:
+        a = a[0]
+    if a.ndim != 3:
+        raise ShapeError(f"expected one input of shape (C, H, W), got {a.shape}")
+    top = np.percentile(np.abs(a), percentile)
+    top = top if top > 0 else 1.0
+    return np.round(np.clip(0.5 + 0.5 * a / top, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
 
 
 # ----------------------------------------------------------------------------
