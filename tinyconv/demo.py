@@ -124,6 +124,13 @@ def unique_stems(paths) -> list[str]:
     return out
 
 
+def _compact(values) -> list:
+    """A history array as a JSON list: ints stay ints, floats keep 5 significant digits."""
+    if np.issubdtype(values.dtype, np.integer):
+        return [int(v) for v in values]
+    return [float(f"{v:.5g}") for v in values]
+
+
 def _rgb(image):
     a = np.asarray(image)
     return np.repeat(a, 3, axis=2) if a.ndim == 3 and a.shape[2] == 1 else a
@@ -234,7 +241,7 @@ def classviz_figures(net, targets=None, prefix: str = "", progress: bool = True,
                 "runner_up_class": r.runner_up_class,
                 "runner_up_score": r.runner_up,
                 "posterior": r.posterior,
-                "history": {k: [float(f"{u:.5g}") for u in v] for k, v in r.history.items()},
+                "history": {k: _compact(v) for k, v in r.history.items()},
             }
         )
     p = results[0].params
