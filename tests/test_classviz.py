@@ -210,3 +210,26 @@ def test_mnist_softmax_objective_reports_its_posterior(mnist):
     assert r.posterior > p[0] and r.posterior == pytest.approx(p[-1])
     assert "P_c" in r.summary()
     np.testing.assert_array_equal(r.image, deprocess(r.input, mnist))
+
+
+def test_class_models_stay_on_the_device(fake):
+    options = {"steps": 4, "lr": 0.5, "l2": 0.05, "seed": 1, "jitter": 1, "blur_every": 2, "clip": True}
+    host = class_models(small_net(), [0, 2], progress=False, objective="softmax", **options)
+    device = class_models(small_net().to("fake"), [0, 2], progress=False, objective="softmax", **options)
+    for h, d in zip(host, device, strict=True):
+        assert type(d.input).__name__ == "FakeArray"
+        np.testing.assert_allclose(fake.asnumpy(d.input), h.input, rtol=1e-10, atol=1e-12)
+        np.testing.assert_array_equal(d.image, h.image)
+        np.testing.assert_allclose(d.history["score"], h.history["score"], rtol=1e-10)
+
+
+@pytest.fixture
+def fake():
+    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test."""
+    from fake_device import FakeArray, fake_module
+
+    from tinyconv import backend
+
+    backend.register_backend("fake", FakeArray, fake_module)
+    yield fake_module
+    backend._BACKENDS.pop("fake", None)

@@ -5,13 +5,16 @@ nothing written)."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
+import tinyconv as tc
 from tinyconv import Sequential
 from tinyconv.cli import main
 from tinyconv.demo import REPO, run_demo
@@ -106,8 +109,6 @@ def test_classviz_writes_every_class_with_its_parameters(tmp_path, weights, caps
         with Image.open(path) as im:
             assert '"seed": 4' in im.text["tinyconv"] and '"steps": 5' in im.text["tinyconv"]
     assert png_size(out / "class_models.png")[0] > 3 * 112
-    import json
-
     record = json.loads((out / "class_models.json").read_text())
     assert [r["target"] for r in record] == [0, 1, 2]
     assert all(len(r["history"]["score"]) == 6 for r in record)
@@ -172,13 +173,26 @@ def test_demo_index_references_every_image_it_wrote(tmp_path):
     assert "No example images" in page and result["seconds"] > 0
 
 
+def test_cuda_without_a_gpu_is_a_one_line_error(tmp_path, weights, images, capsys):
+    if tc.cuda_available():
+        pytest.skip("a GPU is present")
+    out = tmp_path / "out"
+    run_fails(["saliency", images[0], "--weights", weights, "--device", "cuda", "-o", out], capsys, "cuda")
+    assert not out.exists()
+
+
 @pytest.mark.slow
-def test_demo_on_the_bundled_networks(tmp_path, capsys):
-    if not (REPO / "weights" / "mnist_cnn.npz").exists():
+def test_demo_on_the_bundled_mnist_network(tmp_path, capsys):
+    # the demo as users run it, on the bundled MNIST network alone to keep the test short
+    source = REPO / "weights" / "mnist_cnn.npz"
+    if not source.exists():
         pytest.skip("the bundled MNIST weights are not in this checkout")
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    shutil.copy(source, wdir / source.name)
     out = tmp_path / "demo"
     start = time.perf_counter()
-    run_ok(["demo", "-o", out], capsys)
+    run_ok(["demo", "--weights", wdir, "-o", out], capsys)
     seconds = time.perf_counter() - start
     written = {p.relative_to(out).as_posix() for p in out.rglob("*.png")}
     referenced = set(re.findall(r"<img src='([^']+)'", (out / "index.html").read_text()))
@@ -186,4 +200,8 @@ def test_demo_on_the_bundled_networks(tmp_path, capsys):
     assert {f"mnist_cnn/class_{d:02d}_{d}.png" for d in range(10)} <= written
     for d in range(10):
         assert png_size(out / f"mnist_cnn/digit_{d}_saliency.png") == (224, 224)
-    print(f"tinyconv demo took {seconds:.1f} s")
+    record = json.loads((out / "mnist_cnn" / "class_models.json").read_text())
+    assert all(
+        r["runner_up_score"] < r["final_score"] for r in record
+    )  # every digit is its model's top class
+    print(f"tinyconv demo (MNIST only) took {seconds:.1f} s")

@@ -244,3 +244,30 @@ def test_compare_returns_the_four_maps_for_the_same_class():
     assert close(maps["deconvnet"], maps["deconvnet_rule"])
     np.testing.assert_array_equal(maps["gradient"], tc.input_gradient(net, x))
     assert not np.allclose(maps["gradient"], maps["deconvnet"])
+
+
+def test_reconstructions_stay_on_the_device(fake):
+    from fake_device import FakeArray
+
+    x = np.random.default_rng(6).standard_normal((2, 2, 17, 17))
+    host = random_net(7, 3, 2, 1, 3, 2, 1, 3, 1, 17, True)
+    device = random_net(7, 3, 2, 1, 3, 2, 1, 3, 1, 17, True).to("fake")
+    d = fake.asarray(x)
+    maps = compare(device, d)
+    for key, want in compare(host, x).items():
+        assert isinstance(maps[key], FakeArray), key
+        np.testing.assert_allclose(fake.asnumpy(maps[key]), want, rtol=1e-12, atol=1e-15)
+    got = reconstruct(device, d, layer=3, keep="max")
+    np.testing.assert_allclose(fake.asnumpy(got), reconstruct(host, x, layer=3, keep="max"), rtol=1e-12)
+
+
+@pytest.fixture
+def fake():
+    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test."""
+    from fake_device import FakeArray, fake_module
+
+    from tinyconv import backend
+
+    backend.register_backend("fake", FakeArray, fake_module)
+    yield fake_module
+    backend._BACKENDS.pop("fake", None)

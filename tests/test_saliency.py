@@ -211,3 +211,33 @@ def test_smoothgrad_rejects_bad_options():
         tc.smoothgrad(net, x, samples=0)
     with pytest.raises(ValueError, match="sigma"):
         tc.smoothgrad(net, x, sigma=-1)
+
+
+def test_saliency_and_smoothgrad_stay_on_the_device(fake):
+    from fake_device import FakeArray
+
+    x = np.random.default_rng(1).standard_normal((2, 3, 8, 8))
+    host, device = rgb_net(3), rgb_net(3).to("fake")
+    d = fake.asarray(x)
+    for got, want in [
+        (
+            tc.input_gradient(device, d, [1, 2], rule="guided"),
+            tc.input_gradient(host, x, [1, 2], rule="guided"),
+        ),
+        (tc.saliency(device, d), tc.saliency(host, x)),
+        (tc.smoothgrad(device, d, samples=2, seed=0), tc.smoothgrad(host, x, samples=2, seed=0)),
+    ]:
+        assert isinstance(got, FakeArray)
+        np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12)
+
+
+@pytest.fixture
+def fake():
+    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test."""
+    from fake_device import FakeArray, fake_module
+
+    from tinyconv import backend
+
+    backend.register_backend("fake", FakeArray, fake_module)
+    yield fake_module
+    backend._BACKENDS.pop("fake", None)
