@@ -30,7 +30,7 @@ from ._common import add_device_option, add_weights_option
 
 METHODS = ("graphcut", "graphcut_smooth", "threshold", "centred", "whole")
 QUANTILE_GRID = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98)
-SMOOTH_GRID = (0.0, 1.0, 1.5, 2.0, 3.0)
+SMOOTH_GRID = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 
 
 def register(subparsers) -> None:
