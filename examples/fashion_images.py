@@ -1,0 +1,42 @@
+"""Write the Fashion-MNIST example images the demo uses for weights/fashion_cnn.npz.
+
+    python examples/fashion_images.py            # -> examples/fashion/item_<label>_<name>.png
+
+One image per class: the first test-split image of each label, from the
+Debian package dataset-fashion-mnist (MIT licence, Zalando Research), read
+with tinyconv.data. The PNGs are committed, so the demo needs no dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from tinyconv.data import FASHION_CLASSES, load_fashion_mnist
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--root", default=None, help="folder with the IDX files (default: the Debian package's)"
+    )
+    parser.add_argument("-o", "--output", default=str(HERE / "fashion"))
+    args = parser.parse_args()
+    images, labels = load_fashion_mnist("test", args.root)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    for label, name in enumerate(FASHION_CLASSES):
+        index = int(np.flatnonzero(labels == label)[0])
+        safe = "".join(ch if ch.isalnum() else "-" for ch in name)
+        path = out / f"item_{label}_{safe}.png"
+        Image.fromarray(images[index]).save(path)
+        print(f"{path}  (test image {index}, label {label} {name!r})")
+
+
+if __name__ == "__main__":
+    main()
