@@ -46,7 +46,7 @@ from .layers import (
 )
 from .saliency import _one_hot, inference_mode, input_gradient, resolve_targets
 
-__all__ = ["deconvolve", "reconstruct", "compare", "walk_back", "RECTIFIERS"]
+__all__ = ["deconvolve", "reconstruct", "compare", "walk_back", "resolve_layer", "RECTIFIERS"]
 
 # How a reconstruction r passes a ReLU whose forward input was x:
 RECTIFIERS = ("deconvnet", "gradient", "guided")
@@ -166,7 +166,7 @@ def walk_back(net, r, start=None, rectifier="deconvnet"):
     return r
 
 
-def _resolve_layer(net, layer):
+def resolve_layer(net, layer):
     """A layer given by name, index, or index written as a string ("3")."""
     if isinstance(layer, str) and layer.lstrip("-").isdigit():
         try:
@@ -202,7 +202,7 @@ def reconstruct(net, x, target=None, layer=None, unit=None, keep="map", rectifie
             return walk_back(net, _one_hot(resolve_targets(target, scores), scores), None, rectifier)
         if target is not None:
             raise TargetError("give either a class target or a layer/unit to reconstruct from, not both")
-        stop = _resolve_layer(net, layer)
+        stop = resolve_layer(net, layer)
         a = net.forward_to(x, stop)  # (N, F, h, w) or (N, F)
         return walk_back(net, _keep_unit(a, unit, keep, net.layers[stop]), stop, rectifier)
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from .backend import DeviceError, to_numpy
 from .classviz import class_models
-from .deconvnet import compare, reconstruct
+from .deconvnet import compare, reconstruct, resolve_layer
 from .errors import TargetError, TinyconvError, WeightsError
 from .imaging import (
     contrast_image,
@@ -206,9 +206,12 @@ def saliency_figures(net, x, stem: str, target=None, smooth=None, prefix: str = 
     return figs
 
 
-def classviz_figures(net, targets=None, prefix: str = "", progress: bool = True, **options) -> list[Figure]:
-    """Class model images (one per target; default every class) and a montage,
-    with every hyper-parameter in each PNG's text chunks and in a JSON file."""
+def classviz_figures(
+    net, targets=None, prefix: str = "", progress: bool = True, **options
+) -> tuple[list[Figure], str]:
+    """Class model images (one per target; default every class), montages of
+    them, and the JSON record (parameters, final scores, per-step history).
+    Every hyper-parameter also goes into each PNG's text chunks."""
     results = class_models(net, targets, progress=progress, **options)
     h, w = net.input_shape[1:]
     scale = display_scale(h, w)
@@ -328,7 +331,7 @@ def comparison_figures(net, x, stem: str, target=None, prefix: str = "") -> list
 def unit_figures(net, x, stem: str, layer, unit=None, keep: str = "map", prefix: str = "") -> list[Figure]:
     """DeconvNet reconstruction from one feature map (or unit) of ``layer``."""
     r = to_numpy(reconstruct(net, x, layer=layer, unit=unit, keep=keep))[0]
-    index = net.index(layer) if not (isinstance(layer, str) and layer.lstrip("-").isdigit()) else int(layer)
+    index = resolve_layer(net, layer)
     name = net.layers[index].name
     a = to_numpy(net.forward_to(x, index))
     used = int(a.reshape(1, a.shape[1], -1).max(axis=2).argmax()) if unit is None else int(unit)

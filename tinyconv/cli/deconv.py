@@ -12,7 +12,7 @@ explicit DeconvNet reconstruction from one feature map of that layer
 
 from __future__ import annotations
 
-from ..deconvnet import _resolve_layer
+from ..deconvnet import resolve_layer
 from ..demo import comparison_figures, load_net, parse_target, unique_stems, unit_figures
 from ..errors import TargetError
 from ..imaging import preprocess, write_files
@@ -54,7 +54,7 @@ def run(args) -> int:
     if args.layer is None:
         figs = comparison_figures(net, x, stem, target)
     else:
-        figs = unit_figures(net, x, stem, _resolve_layer(net, args.layer), args.unit, args.keep)
+        figs = unit_figures(net, x, stem, resolve_layer(net, args.layer), args.unit, args.keep)
     written = write_files(args.output, {f.name: f.image for f in figs})
     print(f"wrote {len(written)} files to {args.output}")
     return 0
