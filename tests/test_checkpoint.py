@@ -115,6 +115,20 @@ def test_other_globals_are_refused_by_name(tmp_path, module, name):
         read_pth(tmp_path / "g.pth")
 
 
+@pytest.mark.parametrize(
+    "payload, opcode",
+    [
+        (b"\x80\x02\x82\x01.", "EXT1"),  # object from the copyreg extension registry
+        (b"\x80\x02(ios\nsystem\nX\x02\x00\x00\x00id.", "INST"),  # INST os.system('id')
+        (b"\x80\x05\x96\x01\x00\x00\x00\x00\x00\x00\x00x.", "BYTEARRAY8"),
+    ],
+)
+def test_opcodes_a_state_dict_never_needs_are_refused(tmp_path, payload, opcode):
+    torch_like_zip(tmp_path / "o.pth", payload)
+    with pytest.raises(WeightsError, match=f"opcode {opcode}"):
+        read_pth(tmp_path / "o.pth")
+
+
 def test_damaged_and_foreign_files_are_named(tmp_path):
     (tmp_path / "empty.pth").write_bytes(b"")
     (tmp_path / "text.pth").write_text("not a checkpoint at all")

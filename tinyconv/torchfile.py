@@ -27,6 +27,7 @@ import io
 import math
 import os
 import pickle
+import pickletools
 import zipfile
 
 import numpy as np
@@ -155,6 +156,35 @@ _ALLOWED = {
 }
 
 
+#: the pickle opcodes a state_dict needs (torch.save writes protocol 2; 4's
+#: framing and STACK_GLOBAL are accepted too). Everything else -- object
+#: construction through INST/OBJ/NEWOBJ, the copyreg extension registry,
+#: out-of-band buffers -- is refused before unpickling starts.
+ALLOWED_OPCODES = frozenset(
+    """PROTO FRAME STOP MARK POP POP_MARK DUP MEMOIZE PUT BINPUT LONG_BINPUT GET BINGET LONG_BINGET
+    NONE NEWTRUE NEWFALSE INT BININT BININT1 BININT2 LONG LONG1 LONG4 FLOAT BINFLOAT
+    STRING BINSTRING SHORT_BINSTRING UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8
+    BINBYTES SHORT_BINBYTES BINBYTES8 EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3
+    EMPTY_LIST LIST APPEND APPENDS EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS FROZENSET
+    GLOBAL STACK_GLOBAL REDUCE BUILD PERSID BINPERSID""".split()
+)
+
+
+def check_opcodes(data: bytes) -> None:
+    """Raise a WeightsError naming the first opcode outside ``ALLOWED_OPCODES``."""
+    try:
+        for opcode, _, position in pickletools.genops(data):
+            if opcode.name not in ALLOWED_OPCODES:
+                raise WeightsError(
+                    f"the checkpoint's pickle uses opcode {opcode.name} (at byte {position}), "
+                    "which a state_dict never needs; refusing to load it"
+                )
+    except WeightsError:
+        raise
+    except Exception as exc:  # truncated or garbled opcode stream
+        raise WeightsError(f"the checkpoint's pickle is malformed ({type(exc).__name__}: {exc})") from None
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only the globals listed in ``_ALLOWED``.
 
@@ -220,8 +250,12 @@ def read_pth(path) -> object:
         _refuse_non_zip(where, head)
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise WeightsError(f"{where} is not a readable zip archive ({exc}); is it truncated?") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as exc:  # BadZipFile, EOFError, NotImplementedError ("zip file version") ...
+        raise WeightsError(
+            f"{where} is not a readable zip archive ({type(exc).__name__}: {exc}); is it truncated?"
+        ) from None
     with archive:
         try:
             return _read_archive(archive, where, os.path.getsize(path))
@@ -272,6 +306,7 @@ def _read_archive(archive: zipfile.ZipFile, where: str, file_size: int):
         return data
 
     data_pkl = _read_entry(archive, pickles[0], None)
+    check_opcodes(data_pkl)
     return RestrictedUnpickler(io.BytesIO(data_pkl), read_storage).load()
 
 
@@ -297,10 +332,11 @@ def _read_array_entry(archive: zipfile.ZipFile, name: str, dtype: np.dtype, nume
     with archive.open(name) as f:
         done, chunk = 0, 1 << 24
         while done < len(view):
-            n = f.readinto(view[done : done + chunk])
-            if not n:
+            block = f.read(min(chunk, len(view) - done))
+            if not block:
                 raise WeightsError(f"entry {name!r} ends after {done} of {len(view)} bytes")
-            done += n
+            view[done : done + len(block)] = block
+            done += len(block)
     return data
 
 
