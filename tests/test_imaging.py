@@ -127,6 +127,15 @@ def test_missing_and_non_image_files(tmp_path):
         tc.preprocess(tmp_path, net)
 
 
+def test_other_eight_bit_colour_modes_are_converted(rng):
+    rgb = Image.fromarray(rng.integers(0, 256, size=(28, 28, 3), dtype=np.uint8))
+    for mode in ("CMYK", "YCbCr"):
+        other = rgb.convert(mode)
+        np.testing.assert_array_equal(
+            tc.preprocess(other, grey_net()), tc.preprocess(other.convert("RGB"), grey_net())
+        )
+
+
 def test_wrong_modes_are_refused(tmp_path):
     path = tmp_path / "deep.png"
     Image.fromarray(np.full((28, 28), 40000, dtype=np.uint16)).save(path)  # a 16-bit PNG

@@ -50,8 +50,8 @@ __all__ = [
     "write_files",
 ]
 
-# Pillow modes holding 8-bit samples, which /255 maps to [0, 1]
-_EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX")
+# Pillow modes holding 8-bit samples that convert to greyscale or RGB, which /255 maps to [0, 1]
+_EIGHT_BIT_MODES = ("1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
 
 
 # ----------------------------------------------------------------------------
@@ -198,6 +198,8 @@ def preprocess(image, net, dtype=np.float32):
         im = im.convert("RGBA")
         black = Image.new("RGBA", im.size, (0, 0, 0, 255))
         im = Image.alpha_composite(black, im)
+    if im.mode in ("CMYK", "YCbCr"):
+        im = im.convert("RGB")
     im = im.convert("L" if channels == 1 else "RGB")
     if shape:
         im = _fit(im, shape[1], shape[2])
