@@ -183,6 +183,7 @@ def mnist_models(mnist):
     return class_models(mnist, [0, 3, 8], steps=STEPS, seed=0, progress=False)
 
 
+@pytest.mark.slow  # ~5 s of CPU on the real network
 def test_mnist_class_models_make_the_target_the_top_class(mnist_models):
     for r in mnist_models:
         assert r.top_class == r.target, r.summary()
@@ -190,6 +191,7 @@ def test_mnist_class_models_make_the_target_the_top_class(mnist_models):
         assert r.history["score"][-1] > r.history["score"][0] + 5
 
 
+@pytest.mark.slow  # ~5 s of CPU on the real network
 def test_mnist_class_model_score_rises_monotonically_within_noise(mnist_models):
     for r in mnist_models:
         s = r.history["score"]
@@ -201,6 +203,7 @@ def test_mnist_class_model_score_rises_monotonically_within_noise(mnist_models):
     assert DEFAULTS["l2"] > 0  # the paper's regulariser is on by default
 
 
+@pytest.mark.slow  # ~5 s of CPU on the real network
 def test_mnist_softmax_objective_reports_its_posterior(mnist):
     r = tc.class_model(mnist, 5, steps=60, objective="softmax", seed=0, progress=False)
     p = r.history["posterior"]
