@@ -1,10 +1,14 @@
-"""Write the Fashion-MNIST example images the demo uses for weights/fashion_cnn.npz.
+"""Write the example images the demo uses for weights/fashion_cnn.npz and weights/scenes_cnn.npz.
 
-    python examples/fashion_images.py            # -> examples/fashion/item_<label>_<name>.png
+    python examples/fashion_images.py   # -> examples/fashion/item_<label>_<name>.png
+                                        #    examples/scenes/scene_<label>_<name>.png
 
-One image per class: the first test-split image of each label, from the
-Debian package dataset-fashion-mnist (MIT licence, Zalando Research), read
-with tinyconv.data. The PNGs are committed, so the demo needs no dataset.
+One image per class: the first test-split Fashion-MNIST image of each label
+(the Debian package dataset-fashion-mnist, MIT licence, Zalando Research, read
+with tinyconv.data), and the first test scene of each label from
+tinyconv.scenes (test split, its default seed 1: Fashion-MNIST test items on
+the right 30% of scikit-image's sample photographs, never seen in training).
+The PNGs are committed, so the demo needs no dataset.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from tinyconv.data import FASHION_CLASSES, load_fashion_mnist
+from tinyconv.scenes import load_scenes
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,6 +31,7 @@ def main() -> None:
         "--root", default=None, help="folder with the IDX files (default: the Debian package's)"
     )
     parser.add_argument("-o", "--output", default=str(HERE / "fashion"))
+    parser.add_argument("--scenes-output", default=str(HERE / "scenes"))
     args = parser.parse_args()
     images, labels = load_fashion_mnist("test", args.root)
     out = Path(args.output)
@@ -36,6 +42,15 @@ def main() -> None:
         path = out / f"item_{label}_{safe}.png"
         Image.fromarray(images[index]).save(path)
         print(f"{path}  (test image {index}, label {label} {name!r})")
+    scenes = load_scenes("test", n=100, **({"root": args.root} if args.root else {}))
+    out = Path(args.scenes_output)
+    out.mkdir(parents=True, exist_ok=True)
+    for label, name in enumerate(FASHION_CLASSES):
+        index = int(np.flatnonzero(scenes.labels == label)[0])
+        safe = "".join(ch if ch.isalnum() else "-" for ch in name)
+        path = out / f"scene_{label}_{safe}.png"
+        Image.fromarray(scenes.images[index]).save(path)
+        print(f"{path}  (test scene {index}, label {label} {name!r}, box {scenes.boxes[index].tolist()})")
 
 
 if __name__ == "__main__":

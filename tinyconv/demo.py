@@ -51,7 +51,7 @@ __all__ = [
 REPO = Path(__file__).resolve().parent.parent
 
 # where the demo finds example images for a bundled network (by its meta["arch"])
-EXAMPLE_FOLDERS = {"mnist-cnn": "digits", "fashion-cnn": "fashion"}
+EXAMPLE_FOLDERS = {"mnist-cnn": "digits", "fashion-cnn": "fashion", "scenes-cnn": "scenes"}
 
 RULE_CAPTIONS = {
     "gradient": "gradient ∂S_c/∂I (backprop: ReLU passes g where its input x > 0)",
