@@ -82,20 +82,6 @@ def test_mnist_cnn(tmp_path):
     assert tc.from_torch(model32).dtype == np.float32
 
 
-@pytest.mark.slow
-def test_alexnet(tmp_path):
-    torch.manual_seed(1)
-    model = AlexNet().double().eval()
-    x = np.random.default_rng(1).standard_normal((2, 3, 224, 224))
-    direct, loaded = both_ways(model, "alexnet", tmp_path)
-    assert_same_parameters(direct, loaded)
-    check_float64(direct, model, x, [3, 999], "AlexNet 224 (from_torch)")
-    check_float64(loaded, model, x[:1, :, :100, :100], [7], "AlexNet 100 (checkpoint)")
-    del direct, loaded
-    model32 = model.float()
-    check_float32(tc.from_torch(model32), model32, x.astype(np.float32), "AlexNet 224")
-
-
 def check_checkpoint_route(model32, arch, tmp_path, x):
     """float32: from_torch and the torch-free reader give bit-identical
     parameters, and the scores agree with PyTorch's."""
@@ -105,6 +91,21 @@ def check_checkpoint_route(model32, arch, tmp_path, x):
     gc.collect()
     check_float32(loaded, model32, x, f"{arch} {x.shape[-1]} (checkpoint)")
     return loaded.meta
+
+
+@pytest.mark.slow
+def test_alexnet(tmp_path):
+    torch.manual_seed(1)
+    model = AlexNet().eval()
+    rng = np.random.default_rng(1)
+    check_checkpoint_route(
+        model, "alexnet", tmp_path, rng.standard_normal((2, 3, 224, 224)).astype(np.float32)
+    )
+    gc.collect()
+    model = model.double()
+    net = tc.from_torch(model)
+    check_float64(net, model, rng.standard_normal((2, 3, 224, 224)), [3, 999], "AlexNet 224 (from_torch)")
+    check_float64(net, model, rng.standard_normal((1, 3, 100, 100)), [7], "AlexNet 100 (adaptive pool)")
 
 
 @pytest.mark.slow
