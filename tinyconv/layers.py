@@ -211,12 +211,16 @@ def conv2d_backward(dy, cache, param_grads=True):
 
 
 # Tiling of the convolution's GEMMs. A tile is a block of output pixels whose
-# columns take about TILE_BYTES (the size of a core's L2 cache), but never
-# fewer than TILE_MIN_COLUMNS pixels, below which the GEMM itself loses speed
-# (deep layers, where C·kh·kw is large). Small images (MNIST, deep VGG layers
-# at batch > 1) are grouped whole into one tile, so the GEMM is not a string
-# of tiny products.
-TILE_BYTES = 1 << 21
+# columns take about TILE_BYTES, but never fewer than TILE_MIN_COLUMNS pixels,
+# below which the GEMM itself loses speed (deep layers, where C·kh·kw is
+# large). Small images (MNIST, deep VGG layers at batch > 1) are grouped whole
+# into one tile, so the GEMM is not a string of tiny products. Measured on
+# VGG-16 (2 threads, 2 cores): one buffer for a whole 224x224 layer (115 MB)
+# costs page faults and cache misses; L2-sized tiles (2 MB) are as fast on a
+# quiet machine but multiply the GEMM calls, and each call waits for every
+# BLAS thread, which on a busy machine made the pass ~2.5x slower. 32 MB
+# (about 8 tiles for the first layers) was the best of both.
+TILE_BYTES = 32 << 20
 TILE_MIN_COLUMNS = 768
 
 
