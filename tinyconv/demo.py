@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -373,8 +374,13 @@ def unit_figures(net, x, stem: str, layer, unit=None, keep: str = "map", prefix:
 
 
 def bundled_networks(weights_dir=None) -> list[tuple[Path, list[Path]]]:
-    """(weights file, example images) for every ``*.npz`` in ``weights/``."""
-    weights_dir = Path(weights_dir) if weights_dir else REPO / "weights"
+    """(weights file, example images) for every ``*.npz`` in ``weights_dir``
+    (default: ``$TINYCONV_WEIGHTS`` if set, else the repository's ``weights/``)."""
+    from .io import WEIGHTS_ENV
+
+    weights_dir = Path(weights_dir or os.environ.get(WEIGHTS_ENV) or REPO / "weights")
+    if not weights_dir.is_dir():
+        raise WeightsError(f"weights folder {str(weights_dir)!r} does not exist")
     found = []
     for path in sorted(weights_dir.glob("*.npz")):
         found.append((path, example_images(path)))
@@ -418,7 +424,7 @@ def run_demo(
     start = time.perf_counter()
     nets = bundled_networks(weights_dir)
     if not nets:
-        raise WeightsError(f"no bundled networks (*.npz) in {str(weights_dir or REPO / 'weights')!r}")
+        raise WeightsError(f"no networks (*.npz) in {str(weights_dir or REPO / 'weights')!r}")
     sections = []
     files: dict = {}
     metadata: dict = {}
