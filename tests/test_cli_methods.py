@@ -84,6 +84,11 @@ def run_fails(argv, capsys, match):
 def test_saliency_writes_maps_of_the_display_size(tmp_path, weights, images, capsys):
     out = tmp_path / "sal"
     run_ok(["saliency", *images, "--weights", weights, "--smoothgrad", "--samples", 3, "-o", out], capsys)
+    run_ok(
+        ["saliency", images[0], "--weights", weights, "--smoothgrad", "--sigma", 0.3, "-o", out / "abs"],
+        capsys,
+    )
+    assert png_size(out / "abs" / "img0_smoothgrad.png") == (224, 224)
     for stem in ("img0", "img1"):
         for kind in ("saliency", "overlay", "gradient", "smoothgrad"):
             assert png_size(out / f"{stem}_{kind}.png") == (224, 224)
@@ -141,6 +146,7 @@ def test_bad_inputs_fail_cleanly_and_write_nothing(tmp_path, weights, images, ca
     run_fails(["deconv", images[0], "--layer", "fc", "--unit", 9, *base], capsys, "unit 9 is out of range")
     run_fails(["deconv", images[0], "--layer", "nope", *base], capsys, "no layer named 'nope'")
     run_fails(["saliency", images[0], "--weights", tmp_path / "none.npz", "-o", out], capsys, "none.npz")
+    run_fails(["saliency", images[0], "--smoothgrad", "--sigma", -1, *base], capsys, "sigma")
     assert not out.exists()
 
 

@@ -35,6 +35,12 @@ def register(subparsers) -> None:
         default=0.15,
         help="SmoothGrad: noise standard deviation σ as a fraction of the input's range (default 0.15)",
     )
+    p.add_argument(
+        "--sigma",
+        type=float,
+        default=None,
+        help="SmoothGrad: noise standard deviation σ in network-input units (overrides --sigma-fraction)",
+    )
     p.add_argument("--seed", type=int, default=0, help="SmoothGrad: noise seed (default 0)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
     add_device_option(p)
@@ -42,14 +48,15 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    if args.samples < 1 or not args.sigma_fraction >= 0:
-        raise TinyconvError("--samples must be >= 1 and --sigma-fraction >= 0")
+    if args.samples < 1 or not args.sigma_fraction >= 0 or (args.sigma is not None and not args.sigma >= 0):
+        raise TinyconvError("--samples must be >= 1, and --sigma and --sigma-fraction >= 0")
     net = load_net(args.weights, args.device)
     target = parse_target(net, args.target)
     xs = [preprocess(path, net) for path in args.images]  # every image checked before any work
     smooth = None
     if args.smoothgrad:
-        smooth = {"samples": args.samples, "sigma_fraction": args.sigma_fraction, "seed": args.seed}
+        noise = {"sigma": args.sigma} if args.sigma is not None else {"sigma_fraction": args.sigma_fraction}
+        smooth = {"samples": args.samples, **noise, "seed": args.seed}
     figs = [
         f
         for x, stem in zip(xs, unique_stems(args.images), strict=True)
