@@ -501,12 +501,16 @@ DECONV_TEXT = (
 )
 
 
+WIDE = ("_panel.png", "_compare.png", "class_models.png", "class_models_contrast.png")
+
+
 def render_index(sections, seconds: float, device: str) -> str:
     """The demo's page: every picture with its caption, grouped by network and method."""
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>tinyconv demo</title>",
         "<style>body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-        "figure{display:inline-block;vertical-align:top;margin:6px;max-width:520px}"
+        "figure{display:inline-block;vertical-align:top;margin:6px}"
+        "figure.wide{max-width:100%}figure.small{width:230px}"
         "figcaption{font-size:13px;color:#333}img{image-rendering:pixelated;max-width:100%}</style>",
         "</head><body><h1>tinyconv demo: Simonyan, Vedaldi &amp; Zisserman (2014) "
         "on the bundled networks</h1>",
@@ -521,9 +525,11 @@ def render_index(sections, seconds: float, device: str) -> str:
         for title, text, figs in groups:
             parts.append(f"<h3>{html.escape(title)}</h3><p>{html.escape(text)}</p>")
             for f in figs:
+                size = "wide" if f.name.endswith(WIDE) else "small"  # side-by-side panels large
                 parts.append(
-                    f"<figure><a href='{html.escape(f.name)}'><img src='{html.escape(f.name)}' "
-                    f"alt='{html.escape(f.caption)}'></a><figcaption>{html.escape(f.caption)}"
+                    f"<figure class='{size}'><a href='{html.escape(f.name)}'>"
+                    f"<img src='{html.escape(f.name)}' alt='{html.escape(f.caption)}'></a>"
+                    f"<figcaption>{html.escape(f.caption)}"
                     "</figcaption></figure>"
                 )
     parts.append("</body></html>")
