@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import get_array_module, synchronize, to_device
+from .backend import get_array_module, synchronize, to_device, to_numpy
 
 # multiple of one forward pass's FLOPs that each kind of work costs
 WORK_FLOPS = {"forward": 1, "saliency": 2, "classviz": 2, "backward": 3, "train": 3}
@@ -150,7 +150,7 @@ def torch_twin(net):
         else:
             raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
         # built on the meta device (no init work), then handed copies of our weights
-        state = {k: torch.tensor(np.asarray(v, dtype=np.float32)) for k, v in layer.params.items()}
+        state = {k: torch.tensor(to_numpy(v).astype(np.float32)) for k, v in layer.params.items()}
         m.load_state_dict(state, assign=True)
         return m
 
@@ -294,6 +294,12 @@ def torch_work(item: Item, model, x_numpy: np.ndarray, device: str = "cpu"):
         return run
 
     raise ValueError(f"unknown work {item.work!r}")
+
+
+def _torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _torch_sync(device: str):
@@ -453,6 +459,7 @@ def run_item(item: Item, device: str, reps: int, use_torch: bool, memory: bool, 
     net = build_net(item.arch).to(device)
     flops = forward_flops(net, item.batch) * WORK_FLOPS[item.work]
     fns = {"tinyconv": (tinyconv_work(item, net, device), synchronize)}
+    use_torch = use_torch and (device == "cpu" or _torch_has_cuda())
     if use_torch:
         model = torch_twin(net).to(device)
         work = torch_work(item, model, _input(net, item.batch), device)
