@@ -5,7 +5,7 @@ items pasted on photographs (``tinyconv.scenes``), built from the training
 split (seed 0); the held-out accuracy is measured on scenes built from the
 test split (seed 1), the same scenes the localisation benchmark uses.
 
-    python examples/train_scenes.py --train 25000 --epochs 4 -o weights/scenes_cnn.npz
+    python examples/train_scenes.py --train 30000 --epochs 7 -o weights/scenes_cnn.npz
 
 Uses ``tinyconv.train.fit`` (SGD with momentum, cosine schedule, He init).
 """
@@ -22,9 +22,9 @@ from tinyconv.train import fit
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--train", type=int, default=25000, help="training scenes (default 25000)")
+    p.add_argument("--train", type=int, default=30000, help="training scenes (default 30000)")
     p.add_argument("--test", type=int, default=2000, help="held-out scenes (default 2000)")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=7)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--seed", type=int, default=0)

@@ -92,12 +92,12 @@ def _image_options(args) -> dict:
 
 
 def _load_net(args, default=None):
-    from ..io import bundled, load
+    from ..io import bundled, load, sha256
 
     path = args.weights or (bundled(default) if default else None)
     net = load(path)
     net.to(args.device).eval()
-    return net, str(path)
+    return net, f"{Path(path).name} (sha256 {sha256(path)[:16]}…)"
 
 
 def _saliency_batches(net, x, batch=200):
