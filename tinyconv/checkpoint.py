@@ -173,7 +173,7 @@ def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps:
                     stats["running_mean"], stats["running_var"], bn_eps,
                 )  # fmt: skip
                 conv.params = {"weight": w, "bias": b}
-                conv.grads = {k: np.zeros_like(v) for k, v in conv.params.items()}
+                conv.grads = {k: np.zeros(v.shape, v.dtype) for k, v in conv.params.items()}
             continue
         cls, args, kwargs = entry
         conv = None

@@ -86,7 +86,7 @@ def _convert(name, module, nn):
         layer = L.Dropout(module.p)
     else:
         _refuse(name, module, "this module type is not supported by tinyconv")
-    layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+    layer.grads = {k: np.zeros(v.shape, v.dtype) for k, v in layer.params.items()}
     return layer
 
 
@@ -136,7 +136,7 @@ def from_torch(module, classes=None, mean=None, std=None, input_shape=None, meta
                 _array(leaf.running_mean), _array(leaf.running_var), leaf.eps,
             )  # fmt: skip
             conv.params = {"weight": w, "bias": b}
-            conv.grads = {k: np.zeros_like(v) for k, v in conv.params.items()}
+            conv.grads = {k: np.zeros(v.shape, v.dtype) for k, v in conv.params.items()}
             pending_conv = None
             continue
         if isinstance(leaf, (nn.Flatten,)):

@@ -203,7 +203,7 @@ def _read_layer(archive, entry, index: int, where: str):
         if not np.isfinite(value).all():
             raise WeightsError(f"{where}: array {full!r} contains NaN or infinite values")
         layer.params[key] = value
-        layer.grads[key] = np.zeros_like(value)
+        layer.grads[key] = np.zeros(value.shape, value.dtype)  # calloc: no memory until written
     return name, layer
 
 

@@ -33,7 +33,7 @@ def _pair(value, what: str, minimum: int = 1) -> tuple[int, int]:
     try:
         h, w = (int(v) for v in value)
     except (TypeError, ValueError):
-        raise ShapeError(f"{what} must be an int or a pair of ints, got {value!r}")
+        raise ShapeError(f"{what} must be an int or a pair of ints, got {value!r}") from None
     if h < minimum or w < minimum:
         raise ShapeError(f"{what} must be >= {minimum}, got {value!r}")
     return h, w
@@ -594,7 +594,9 @@ class Conv2d(Layer):
         self.params["weight"] = _uniform(rng, bound, (self.out_channels, self.in_channels, *self.kernel_size))
         if bias:
             self.params["bias"] = _uniform(rng, bound, (self.out_channels,))
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        # np.zeros (calloc), not zeros_like (which writes): the pages cost no memory
+        # until a backward pass with param_grads=True fills them; saliency never does
+        self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
 
     def forward(self, x):
         self._check(x, 4, self.in_channels)
@@ -670,7 +672,7 @@ class MaxPool2d(Layer):
         self.kernel_size = _pair(kernel_size, "MaxPool2d kernel_size")
         self.stride = _pair(self.kernel_size if stride is None else stride, "MaxPool2d stride")
         self.padding = _pair(padding, "MaxPool2d padding", 0)
-        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size)):
+        if any(2 * p > k for p, k in zip(self.padding, self.kernel_size, strict=True)):
             raise ShapeError(
                 f"MaxPool2d padding {self.padding} must be at most half the kernel {self.kernel_size}"
             )
@@ -762,7 +764,7 @@ class Linear(Layer):
         self.params["weight"] = _uniform(rng, bound, (self.out_features, self.in_features))
         if bias:
             self.params["bias"] = _uniform(rng, bound, (self.out_features,))
-        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
 
     def forward(self, x):
         self._check(x, 2, self.in_features)

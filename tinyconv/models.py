@@ -167,7 +167,7 @@ def conv2d_from(weight, bias=None, stride=1, padding=0) -> Conv2d:
     layer = Conv2d(1, 1, (kh, kw), stride, padding, bias=bias is not None)
     layer.in_channels, layer.out_channels = int(c), int(f)
     layer.params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-    layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+    layer.grads = {k: np.zeros(v.shape, v.dtype) for k, v in layer.params.items()}
     return layer
 
 
@@ -177,7 +177,7 @@ def linear_from(weight, bias=None) -> Linear:
     layer = Linear(1, 1, bias=bias is not None)
     layer.in_features, layer.out_features = int(in_features), int(out_features)
     layer.params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-    layer.grads = {k: np.zeros_like(v) for k, v in layer.params.items()}
+    layer.grads = {k: np.zeros(v.shape, v.dtype) for k, v in layer.params.items()}
     return layer
 
 
