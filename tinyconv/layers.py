@@ -215,23 +215,31 @@ def conv2d_backward(dy, cache, param_grads=True):
 # below which the GEMM itself loses speed (deep layers, where C·kh·kw is
 # large). Small images (MNIST, deep VGG layers at batch > 1) are grouped whole
 # into one tile, so the GEMM is not a string of tiny products. Measured on
-# VGG-16 (2 threads, 2 cores): one buffer for a whole 224x224 layer (115 MB)
-# costs page faults and cache misses; L2-sized tiles (2 MB) are as fast on a
-# quiet machine but multiply the GEMM calls, and each call waits for every
-# BLAS thread, which on a busy machine made the pass ~2.5x slower. 32 MB
-# (about 8 tiles for the first layers) was the best of both.
-TILE_BYTES = 32 << 20
+# VGG-16's first layers (2 threads, 2 cores, quiet machine): one buffer for a
+# whole 224x224 layer (115 MB) pays page faults and cache misses; 2-4 MB tiles
+# ran fastest (conv 64->64 at 224x224: forward 38 ms against 59 ms with 32 MB
+# tiles). On a machine busy with other jobs larger tiles win instead, since
+# every GEMM call waits for all BLAS threads: 32 MB tiles were then ~1.5x
+# faster than 4 MB ones.
+TILE_BYTES = 4 << 20
 TILE_MIN_COLUMNS = 768
 
 
 def _conv_tiles(n, oh, ow, ckk, itemsize):
     """The tiles of an (N, ·, OH, OW) output as (n0, n1, r0, r1): images
-    n0:n1 and output rows r0:r1 (all rows when more than one image)."""
+    n0:n1 and output rows r0:r1 (all rows when more than one image).
+
+    The pieces are of equal size (no one-row remainder tile), and an image
+    only a little larger than a tile stays whole.
+    """
     columns = max(TILE_MIN_COLUMNS, TILE_BYTES // (ckk * itemsize))
-    if oh * ow >= columns:  # an image is a tile or more: split its rows
-        rows = max(1, columns // ow)
+    pixels = oh * ow
+    if pixels >= columns:  # an image is a tile or more: split its rows
+        pieces = min(oh, pixels // columns)
+        rows = -(-oh // pieces)  # ceil
         return [(i, i + 1, r, min(oh, r + rows)) for i in range(n) for r in range(0, oh, rows)]
-    images = max(1, columns // (oh * ow))
+    groups = -(-n // max(1, columns // pixels))
+    images = -(-n // groups)
     return [(i, min(n, i + images), 0, oh) for i in range(0, n, images)]
 
 
