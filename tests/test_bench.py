@@ -66,7 +66,7 @@ def test_no_torch_no_memory(tmp_path):
 @pytest.mark.slow
 def test_quick_completes_with_every_field(tmp_path):
     out = tmp_path / "quick.json"
-    assert bench.main(["--quick", "--json", str(out)]) == 0
+    assert bench.main(["--quick", "--reps", "1", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["meta"]["quick"] is True
     check_report(report, [i.name for i in bench.QUICK], with_torch=bench.has_torch())
