@@ -507,8 +507,11 @@ class Layer:
         get_array_module(x, p)  # raises a DeviceError when they disagree
         return p if p.dtype == x.dtype else p.astype(x.dtype)
 
-    def _accumulate(self, key, grad):
-        self.grads[key] += grad.astype(self.grads[key].dtype, copy=False)
+    def _accumulate(self, **grads):
+        """Add each given parameter gradient to ``self.grads`` (None: skip)."""
+        for key, grad in grads.items():
+            if grad is not None and key in self.grads:
+                self.grads[key] += grad.astype(self.grads[key].dtype, copy=False)
 
     # --- the public interface ---
 
@@ -615,10 +618,7 @@ class Conv2d(Layer):
 
     def backward(self, dy, param_grads=True):
         dx, dw, db = conv2d_backward(dy, self.cache, param_grads)
-        if param_grads:
-            self._accumulate("weight", dw)
-            if "bias" in self.params:
-                self._accumulate("bias", db)
+        self._accumulate(weight=dw, bias=db)
         return dx
 
     def output_shape(self, shape):
@@ -782,10 +782,7 @@ class Linear(Layer):
 
     def backward(self, dy, param_grads=True):
         dx, dw, db = linear_backward(dy, self.cache, param_grads)
-        if param_grads:
-            self._accumulate("weight", dw)
-            if "bias" in self.params:
-                self._accumulate("bias", db)
+        self._accumulate(weight=dw, bias=db)
         return dx
 
     def output_shape(self, shape):
