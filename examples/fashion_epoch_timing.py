@@ -61,7 +61,7 @@ for f, n in ((step_tinyconv, None), (step_torch, 1), (step_torch, 2)):  # warm-u
         torch.set_num_threads(n)
     for i in range(2):
         f(i)
-for block in range(BLOCKS):
+for _ in range(BLOCKS):
     for name, f, n in (("tinyconv", step_tinyconv, None), ("torch-1thread", step_torch, 1),
                        ("torch-2threads", step_torch, 2)):
         if n:

@@ -24,3 +24,19 @@ from .network import Sequential
 from .saliency import input_gradient, saliency, smoothgrad
 
 __version__ = "0.1.0"
+
+__all__ = [
+    # modules
+    "backend", "deconvnet", "io", "layers", "models",
+    # devices
+    "cuda_available", "device_of", "get_array_module", "to_device", "to_numpy",
+    # errors
+    "DataError", "RuleError", "ShapeError", "TargetError", "TinyconvError", "WeightsError",
+    # the engine
+    "Sequential", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
+    "Dropout",
+    # weights
+    "load", "load_checkpoint", "from_torch",
+    # the paper's methods
+    "preprocess", "input_gradient", "saliency", "smoothgrad", "class_model", "class_models", "localize",
+]

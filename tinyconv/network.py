@@ -63,7 +63,9 @@ class Sequential:
         if self.input_shape is not None:
             out = self.output_shapes(self.input_shape)[-1]
             if self.classes is not None and out != (len(self.classes),):
-                raise ShapeError(f"network outputs shape {out} but {len(self.classes)} class names were given")
+                raise ShapeError(
+                    f"network outputs shape {out} but {len(self.classes)} class names were given"
+                )
 
     @staticmethod
     def _per_channel(value, what, channels):
@@ -118,7 +120,9 @@ class Sequential:
                 shape = layer.output_shape(shape)
             except ShapeError as exc:
                 built = f" (built for {self.input_shape})" if self.input_shape else ""
-                raise ShapeError(f"input of shape {tuple(input_shape)} does not fit the network{built}: {exc}") from None
+                raise ShapeError(
+                    f"input of shape {tuple(input_shape)} does not fit the network{built}: {exc}"
+                ) from None
             shapes.append(shape)
         return shapes
 
@@ -134,7 +138,8 @@ class Sequential:
         if self.input_shape is not None:
             if x.ndim != len(self.input_shape) + 1:
                 raise ShapeError(
-                    f"expected input of shape (N, {', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}"
+                    f"expected input of shape (N, {', '.join(map(str, self.input_shape))}), "
+                    f"got {tuple(x.shape)}"
                 )
             if x.shape[1] != self.input_shape[0]:
                 raise ShapeError(
@@ -187,7 +192,10 @@ class Sequential:
         if expected is None:
             raise ShapeError(f"call forward before backward: layer {layer.name!r} has no cached forward pass")
         if tuple(grad.shape) != expected:
-            raise ShapeError(f"gradient has shape {tuple(grad.shape)}, expected {expected} (output of layer {layer.name!r})")
+            raise ShapeError(
+                f"gradient has shape {tuple(grad.shape)}, expected {expected} "
+                f"(output of layer {layer.name!r})"
+            )
         if np.dtype(grad.dtype).kind != "f":
             raise ShapeError(f"gradient must be floating point, got dtype {grad.dtype}")
         if not _finite(grad):
@@ -236,7 +244,7 @@ class Sequential:
                 layer.rule = rule
             yield self
         finally:
-            for layer, old in zip(relus, saved):
+            for layer, old in zip(relus, saved, strict=True):
                 layer.rule = old
 
     def to(self, device: str):

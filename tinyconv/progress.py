@@ -24,7 +24,9 @@ class Progress:
     def update(self, n: int = 1, **postfix) -> None:
         self.count += n
         if postfix:
-            self.postfix = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in postfix.items())
+            self.postfix = "  ".join(
+                f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in postfix.items()
+            )
         if self.disable:
             return
         now = time.perf_counter()

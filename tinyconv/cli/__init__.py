@@ -41,7 +41,10 @@ def main(argv=None) -> int:
         print(f"tinyconv {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
-        print(f"tinyconv {args.command}: error: missing optional dependency {exc.name!r} ({exc})", file=sys.stderr)
+        print(
+            f"tinyconv {args.command}: error: missing optional dependency {exc.name!r} ({exc})",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
