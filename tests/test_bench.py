@@ -157,25 +157,30 @@ def plain_conv(x, w, b, stride, padding):
     stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
     padding=st.tuples(st.integers(0, 1), st.integers(0, 1)),
     tile=st.sampled_from([(1, 1), (64, 3), (400, 5), (1 << 21, 768)]),
+    direct=st.sampled_from([0, 10**9]),
     seed=st.integers(0, 2**16),
 )
-def test_tiled_convolution_equals_the_plain_formula(n, c, h, w, f, kernel, stride, padding, tile, seed):
-    """Whatever the tile size (one output pixel, a few rows, whole images),
-    forward, dx, dW and db equal the one-shot im2col / col2im products, in
-    float64."""
+def test_tiled_convolution_equals_the_plain_formula(
+    n, c, h, w, f, kernel, stride, padding, tile, direct, seed
+):
+    """Whatever the tile size (one output pixel, a few rows, whole images)
+    and whichever form dx takes (the flipped-kernel convolution wherever it
+    applies, or col2im everywhere), forward, dx, dW and db equal the one-shot
+    im2col / col2im products, in float64."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((n, c, h, w))
     weight = rng.standard_normal((f, c, *kernel))
     bias = rng.standard_normal(f)
-    saved = L.TILE_BYTES, L.TILE_MIN_COLUMNS
+    saved = L.TILE_BYTES, L.TILE_MIN_COLUMNS, L.DIRECT_DX_PIXELS_PER_CHANNEL
     L.TILE_BYTES, L.TILE_MIN_COLUMNS = tile
+    L.DIRECT_DX_PIXELS_PER_CHANNEL = direct
     try:
         y, cache = L.conv2d_forward(x, weight, bias, stride, padding)
         dy = rng.standard_normal(y.shape)
         dx, dw, db = L.conv2d_backward(dy, cache)
         dx_only, no_dw, no_db = L.conv2d_backward(dy, cache, param_grads=False)
     finally:
-        L.TILE_BYTES, L.TILE_MIN_COLUMNS = saved
+        L.TILE_BYTES, L.TILE_MIN_COLUMNS, L.DIRECT_DX_PIXELS_PER_CHANNEL = saved
     want, cols = plain_conv(x, weight, bias, stride, padding)
     np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
     dy2 = dy.reshape(n, f, -1)
