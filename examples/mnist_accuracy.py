@@ -28,7 +28,7 @@ def predict(net, x, batch=250):
     out = []
     with Progress(len(x), "mnist-5k") as bar:
         for i in range(0, len(x), batch):
-            out.append(net.forward(x[i : i + batch]).argmax(axis=1))
+            out.append(net.predict(x[i : i + batch]).argmax(axis=1))
             bar.update(len(x[i : i + batch]))
     return np.concatenate(out)
 

@@ -35,7 +35,7 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"no PNG images in {args.images}")
     x = np.concatenate([tc.preprocess(p, net) for p in paths])  # (N, C, H, W)
-    scores = to_numpy(net.forward(x))
+    scores = to_numpy(net.predict(x))
     top = scores.argmax(axis=1)
     maps = to_numpy(tc.saliency(net, x))  # (N, H, W), one backward pass for the batch
     rows = [[deprocess(xi, net) for xi in x], [heatmap(m) for m in maps]]

@@ -230,3 +230,14 @@ def test_moving_a_network_moves_parameters_and_gradients(fake):
     net.to("cpu")
     assert all(type(p.value) is np.ndarray and type(p.grad) is np.ndarray for p in net.parameters())
     assert net.device == "cpu"
+
+
+def test_predict_on_the_fake_device_matches_numpy(fake):
+    """The inference path (no switches, ReLUs in place) stays on the device."""
+    x = np.random.default_rng(8).standard_normal((3, 2, 9, 8))
+    want = build_net().predict(x)
+    xd = to_device(x, "fake")
+    got = build_net().to("fake").predict(xd)
+    assert isinstance(got, FakeArray)
+    np.testing.assert_array_equal(fake.asnumpy(got), want)
+    np.testing.assert_array_equal(fake.asnumpy(xd), x)

@@ -147,6 +147,12 @@ def test_network_backward_on_gpu_matches_finite_differences_and_numpy():
     np.testing.assert_allclose(to_numpy(dx), host.backward(seed), rtol=1e-10, atol=1e-12)
 
 
+def test_predict_on_gpu_matches_forward():
+    net = small_net(0).to("cuda")
+    x = cp.asarray(np.random.default_rng(0).standard_normal((2, 2, 6, 6)))
+    np.testing.assert_allclose(to_numpy(net.predict(x)), to_numpy(net.forward(x)), rtol=1e-12, atol=1e-12)
+
+
 def test_input_checks_on_gpu():
     net = small_net(0).to("cuda")
     x = np.zeros((1, 2, 6, 6))

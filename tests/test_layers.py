@@ -427,6 +427,20 @@ def test_maxpool2d_forward_switches_and_unpool_match_naive_loops(case, ties):
     assert ones.sum() == y.size  # every output routes to exactly one input pixel
 
 
+@given(case=window_cases(max_kernel=3, half_kernel_padding=True), ties=st.booleans())
+def test_maxpool2d_inference_gives_the_forward_output_without_switches(case, ties):
+    rng = np.random.default_rng(case["seed"])
+    shape = (case["n"], case["c"], case["h"], case["w"])
+    x = rng.integers(-1, 2, size=shape).astype(float) if ties else rng.standard_normal(shape)
+    args = case["kernel"], case["stride"], case["padding"]
+    layer = MaxPool2d(*args)
+    y = layer.infer(x)
+    np.testing.assert_array_equal(y, naive_maxpool2d(x, *args)[0])
+    assert layer.switches is None
+    with pytest.raises(ShapeError, match="call forward before backward"):
+        layer.backward(np.ones_like(y))
+
+
 def test_maxpool2d_ties_take_the_first_offset():
     x = np.zeros((1, 1, 4, 4))
     layer = MaxPool2d(2)

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tinyconv import Sequential
 from tinyconv.errors import RuleError, ShapeError
-from tinyconv.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU, relu_backward
+from tinyconv.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, relu_backward
 
 SEEDS = [0, 1, 2]
 
@@ -316,3 +316,37 @@ def test_float32_net_on_float64_input_computes_in_float64():
     assert net.forward(x).dtype == np.float64
     assert net.backward(np.ones((1, 4))).dtype == np.float64
     assert all(p.grad.dtype == np.float32 for p in net.parameters())
+
+
+def nets_for_predict():
+    """small_net, and nets whose first layers return their input or a view
+    of it (ReLU in place would then overwrite the caller's array)."""
+    yield small_net()
+    yield Sequential(
+        [("relu0", ReLU()), ("conv", Conv2d(2, 3, 3, padding=1, seed=3)), ("relu", ReLU())]
+        + [("pool", MaxPool2d(2)), ("flat", Flatten()), ("relu2", ReLU()), ("fc", Linear(27, 4, seed=4))],
+        input_shape=(2, 6, 6),
+    ).astype(np.float64)
+    yield Sequential(
+        [("flat", Flatten()), ("drop", Dropout(0.5)), ("relu", ReLU()), ("fc", Linear(72, 4, seed=5))],
+        input_shape=(2, 6, 6),
+    ).astype(np.float64)
+
+
+@pytest.mark.parametrize("net", list(nets_for_predict()), ids=["small", "relu-first", "flatten-first"])
+def test_predict_equals_forward_and_keeps_nothing(net):
+    """predict: the same scores as forward, the caller's input untouched, no
+    caches left behind, and backward refused until the next forward."""
+    x = np.random.default_rng(0).standard_normal((3, 2, 6, 6))
+    saved = x.copy()
+    want = net.forward(x)
+    np.testing.assert_array_equal(x, saved)
+    got = net.predict(x)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(x, saved)  # in-place ReLUs never reach the input
+    assert all(layer.cache is None for layer in net)
+    assert all(getattr(layer, "switches", None) is None for layer in net)
+    with pytest.raises(ShapeError, match="call forward before backward"):
+        net.backward(np.ones_like(got))
+    net.forward(x)
+    assert net.backward(np.ones_like(got)).shape == x.shape

@@ -5,7 +5,8 @@ Every item is a piece of work the paper's methods repeat (float32 throughout):
 ====================  =====================================================
 work                  one repetition
 ====================  =====================================================
-``forward``           scores = net(x)
+``forward``           scores = net.predict(x): nothing cached for a backward
+                      pass (in PyTorch: under ``torch.no_grad()``)
 ``saliency``          forward, then backward of the top class score S_c to
                       the input only (no parameter gradients; in PyTorch only
                       the input has ``requires_grad``)
@@ -188,7 +189,7 @@ def tinyconv_work(item: Item, net, device: str = "cpu"):
         return seed
 
     if item.work == "forward":
-        return lambda: net.forward(xp_input)
+        return lambda: net.predict(xp_input)  # no caches, as torch.no_grad()
 
     if item.work in ("saliency", "backward"):
         param_grads = item.work == "backward"

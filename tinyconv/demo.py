@@ -148,7 +148,7 @@ def saliency_figures(net, x, stem: str, target=None, smooth=None, prefix: str = 
     smooth: None, or a dict of ``smoothgrad`` options (samples, sigma, ...) to add SmoothGrad.
     """
     with inference_mode(net):
-        scores = to_numpy(net.forward(x))[0]
+        scores = to_numpy(net.predict(x))[0]
     c = int(resolve_targets(target, scores[None])[0])
     w = input_gradient(net, x, c)  # (1, C, H, W)
     m = to_numpy(reduce_channels(w))[0]  # (H, W)
@@ -289,7 +289,7 @@ def comparison_figures(net, x, stem: str, target=None, prefix: str = "") -> list
     guided backprop) for one image x (1, C, H, W), signed and as |.| maps."""
     maps = {k: to_numpy(v)[0] for k, v in compare(net, x, target).items()}  # each (C, H, W)
     with inference_mode(net):
-        scores = to_numpy(net.forward(x))[0]
+        scores = to_numpy(net.predict(x))[0]
     c = int(resolve_targets(target, scores[None])[0])
     scale = display_scale(*x.shape[2:])
     image = deprocess(x[0], net)

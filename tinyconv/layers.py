@@ -400,6 +400,18 @@ def maxpool2d_forward(x, kernel, stride, padding=0):
     return y, switches
 
 
+def maxpool2d_values(x, kernel, stride, padding=0):
+    """The max-pool output alone, with no switches: for inference."""
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    xp = get_array_module(x)
+    oh, ow = _out_hw(x.shape, kernel, stride, padding, "max-pool")
+    xpad = _pad(x, ph, pw, value=-np.inf)
+    y = xpad[_window(0, 0, oh, ow, sh, sw)].copy()
+    for k in range(1, kh * kw):
+        xp.maximum(y, xpad[_window(*divmod(k, kw), oh, ow, sh, sw)], out=y)
+    return y
+
+
 def unpool(grad, switches, input_shape, kernel, stride, padding=0):
     """Place each value of ``grad`` at its switch; zeros everywhere else.
 
@@ -574,6 +586,20 @@ class Layer:
     def backward(self, dy, param_grads: bool = True):
         raise NotImplementedError
 
+    def infer(self, x, inplace: bool = False):
+        """The forward output with nothing kept for a backward pass (what
+        ``Sequential.predict`` calls). ``inplace``: ``x`` belongs to the
+        caller's pipeline and may be overwritten. Layers whose forward keeps
+        more than references override this."""
+        y = self.forward(x)
+        self.forget()
+        return y
+
+    def forget(self):
+        """Drop the cache of the last forward; backward then refuses to run."""
+        self.cache = None
+        self._forward_out = None
+
     def output_shape(self, shape: tuple) -> tuple:
         """Shape of one output sample for an input sample of ``shape``."""
         return tuple(shape)
@@ -721,6 +747,13 @@ class ReLU(Layer):
     def backward(self, dy, param_grads=True):
         return relu_backward(dy, self.cache, self.rule)
 
+    def infer(self, x, inplace=False):
+        # no mask; in place over the previous layer's output when allowed
+        self._check(x, None)
+        self.forget()
+        xp = get_array_module(x)
+        return xp.maximum(x, 0, out=x if inplace else None)
+
     def spec(self):
         return {"type": "ReLU", "rule": self.rule}
 
@@ -748,6 +781,16 @@ class MaxPool2d(Layer):
 
     def backward(self, dy, param_grads=True):
         return unpool(dy, self.switches, self.input_shape, self.kernel_size, self.stride, self.padding)
+
+    def infer(self, x, inplace=False):
+        # no switches: a running max (half the passes of the forward above)
+        self._check(x, 4)
+        self.forget()
+        return maxpool2d_values(x, self.kernel_size, self.stride, self.padding)
+
+    def forget(self):
+        super().forget()
+        self.switches = None
 
     def output_shape(self, shape):
         c, h, w = shape

@@ -164,6 +164,23 @@ class Sequential:
 
     __call__ = forward
 
+    def predict(self, x):
+        """Scores for a batch with nothing kept for a backward pass, as under
+        PyTorch's ``torch.no_grad()``: max-pools find no switches, ReLUs
+        rectify the previous layer's output in place, no layer holds on to
+        its input. x: (N, C, H, W) -> (N, K), equal to ``forward(x)``.
+        ``backward`` after ``predict`` is refused until the next forward.
+        """
+        self.check_input(x)
+        self.activations, self._output_shapes = {}, {}
+        xp = get_array_module(x)
+        owned = False  # may the current array be overwritten? never the caller's x
+        for layer in self.layers:
+            y = layer.infer(x, inplace=owned)
+            owned = owned or not xp.may_share_memory(x, y)
+            x = y
+        return x
+
     def forward_to(self, x, layer, keep: bool = False):
         """Run the forward pass up to and including ``layer`` (name or index)."""
         stop = self.index(layer)

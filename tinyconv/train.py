@@ -265,7 +265,7 @@ def _evaluate(net: Sequential, x, y, batch_size: int = 500) -> tuple[float, floa
     loss_sum, correct = 0.0, 0
     try:
         for idx in _batches(len(x), batch_size):
-            scores = net.forward(to_device(np.asarray(x[idx], dtype=dtype), device))
+            scores = net.predict(to_device(np.asarray(x[idx], dtype=dtype), device))
             loss, _ = softmax_cross_entropy(scores, to_device(y[idx], device))
             loss_sum += loss * len(idx)
             correct += int((to_numpy(scores.argmax(axis=1)) == y[idx]).sum())

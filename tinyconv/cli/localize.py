@@ -108,7 +108,7 @@ def _saliency_batches(net, x, batch=200):
     maps, tops = [], []
     for i in range(0, len(x), batch):
         xb = to_device(np.ascontiguousarray(x[i : i + batch]), net.device)
-        tops.append(to_numpy(net.forward(xb)).argmax(1))
+        tops.append(to_numpy(net.predict(xb)).argmax(1))
         maps.append(to_numpy(saliency(net, xb)))
     return np.concatenate(maps), np.concatenate(tops)
 
@@ -341,7 +341,7 @@ def run_images(args) -> int:
         for path in args.images:
             im = load_image(path).convert("L" if channels == 1 else "RGB")
             x = preprocess(im, net)
-            scores = to_numpy(net.forward(x))[0]
+            scores = to_numpy(net.predict(x))[0]
             target = int(scores.argmax()) if args.target is None else args.target
             smap = to_numpy(saliency(net, x, target))[0]
             if shape:
