@@ -241,3 +241,22 @@ def test_predict_on_the_fake_device_matches_numpy(fake):
     assert isinstance(got, FakeArray)
     np.testing.assert_array_equal(fake.asnumpy(got), want)
     np.testing.assert_array_equal(fake.asnumpy(xd), x)
+
+
+@pytest.mark.parametrize("channels", [(4, 2), (2, 4)], ids=["dx-as-convolution", "dx-by-col2im"])
+def test_both_forms_of_the_conv_input_gradient_on_the_fake_device(fake, channels):
+    """F <= C with many pixels per channel takes the flipped-kernel
+    convolution, F > C the fold; both stay on the device and match NumPy."""
+    c, f = channels
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, c, 9, 8))
+    dy = rng.standard_normal((3, f, 9, 8))
+    host = Conv2d(c, f, 3, padding=1, seed=1).astype(np.float64)
+    device = Conv2d(c, f, 3, padding=1, seed=1).astype(np.float64).to("fake")
+    host.forward(x)
+    device.forward(fake.asarray(x))
+    want = host.backward(dy)
+    got = device.backward(fake.asarray(dy))
+    assert isinstance(got, FakeArray)
+    np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
