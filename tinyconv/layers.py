@@ -141,7 +141,6 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0):
     """
     (sh, sw), (ph, pw) = _pair(stride, "stride"), _pair(padding, "padding", 0)
     f, c, kh, kw = weight.shape
-    _out_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), "conv")
     y = _correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw))
     cache = (x, weight, x.shape, (sh, sw), (ph, pw))
     return y, cache
@@ -176,28 +175,36 @@ def conv2d_backward(dy, cache, param_grads=True):
     oh, ow = dy.shape[2], dy.shape[3]
     ckk = c * kh * kw
     dy2 = dy.reshape(n, f, oh * ow)  # (N, F, P)
-    tiles = _conv_tiles(n, oh, ow, ckk, dy.dtype.itemsize)
-    direct = n * oh * ow >= DIRECT_DX_PIXELS_PER_CHANNEL * c and f <= c
-    if direct and (sh, sw) == (1, 1) and ph < kh and pw < kw:
+    as_convolution = (
+        (sh, sw) == (1, 1)
+        and ph < kh
+        and pw < kw
+        and f <= c
+        and n * oh * ow >= DIRECT_DX_PIXELS_PER_CHANNEL * c
+    )
+    if as_convolution:
         flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, kh, kw)
         flipped = xp.ascontiguousarray(flipped).reshape(c, f * kh * kw)
         dx = _correlate(dy, flipped, None, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw))
+        if not param_grads:
+            return dx, None, None
     else:
         dx = xp.zeros(x_shape, dtype=dy.dtype)
         w2t = weight.reshape(f, ckk).T  # (C·kh·kw, F)
-        buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype)
-        for tile in tiles:
-            dy_tile = _dy_tile(dy2, tile, ow)
+    tiles = _conv_tiles(n, oh, ow, ckk, dy.dtype.itemsize)
+    buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype)
+    dw2 = xp.zeros((f, ckk), dtype=dy.dtype) if param_grads else None
+    for tile in tiles:
+        dy_tile = _dy_tile(dy2, tile, ow)
+        if not as_convolution:  # col2im
             dcols = buf[: ckk * dy_tile.shape[1]].reshape(ckk, -1)
             xp.matmul(w2t, dy_tile, out=dcols)
             _fold_tile(dx, dcols, tile, (kh, kw), (sh, sw), (ph, pw), ow)
+        if param_grads:  # the buffer is free again once dcols are folded
+            cols = _unfold_tile(buf, x, tile, (kh, kw), (sh, sw), (ph, pw), ow)
+            dw2 += dy_tile @ cols.T
     if not param_grads:
         return dx, None, None
-    buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype)
-    dw2 = xp.zeros((f, ckk), dtype=dy.dtype)
-    for tile in tiles:
-        cols = _unfold_tile(buf, x, tile, (kh, kw), (sh, sw), (ph, pw), ow)
-        dw2 += _dy_tile(dy2, tile, ow) @ cols.T
     return dx, dw2.reshape(weight.shape), dy2.sum(axis=(0, 2))
 
 
@@ -215,8 +222,11 @@ def _correlate(x, w2, bias, kernel, stride, padding):
         n0, n1, r0, r1 = tile
         cols = _unfold_tile(buf, x, tile, kernel, stride, padding, ow)  # (C·kh·kw, T)
         # the GEMM writes a small contiguous buffer, still in cache when the
-        # bias is added on its way into y (writing the GEMM's output straight
-        # into the strided block of y ran ~1.4x slower on the first VGG layers)
+        # bias is added on its way into y; a tile of several images has to be
+        # reordered on that way anyway. (For one-image tiles, a GEMM straight
+        # into y's block and the bias added there ran ~1.4x slower on the
+        # first VGG layers when the tiles were first written, and as fast in
+        # the latest measurement: the buffer is kept for the one code path.)
         prod = prod_buf[: f * cols.shape[1]].reshape(f, -1)  # (F, T)
         xp.matmul(w2, cols, out=prod)
         if n1 - n0 == 1:  # rows r0:r1 of one image: (F, T)
@@ -374,13 +384,15 @@ def relu_backward(dy, mask, rule="gradient"):
 # max-pooling with switches, and unpooling
 
 
-def maxpool2d_forward(x, kernel, stride, padding=0):
+def maxpool2d_forward(x, kernel, stride, padding=0, switches=True):
     """Max over each window; the switches record where each max came from.
 
     x: (N, C, H, W) -> y: (N, C, OH, OW), switches: (N, C, OH, OW) holding the
     flat index i*kw + j of the winning kernel offset (the first one on ties),
-    as uint8 (intp for kernels of more than 256 offsets). Padding counts as
-    -inf, as in PyTorch.
+    as uint8 (intp for kernels of more than 256 offsets); None with
+    ``switches=False`` (inference: one pass per kernel offset
+    instead of five). Padding counts as -inf,
+    as in PyTorch.
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = get_array_module(x)
@@ -388,28 +400,17 @@ def maxpool2d_forward(x, kernel, stride, padding=0):
     xpad = _pad(x, ph, pw, value=-np.inf)
     # a running max over the kernel offsets: offset 0 holds every window
     # until a later offset beats it strictly (so ties keep the first offset).
-    # Branch-free arithmetic: s += better·(k − s) is "s = k where better".
+    # Branch-free arithmetic: w += better·(k − w) is "w = k where better".
     y = xpad[_window(0, 0, oh, ow, sh, sw)].copy()  # (N, C, OH, OW)
-    switches = xp.zeros(y.shape, dtype=np.uint8 if kh * kw <= 256 else np.intp)
+    winners = xp.zeros(y.shape, dtype=np.uint8 if kh * kw <= 256 else np.intp) if switches else None
     for k in range(1, kh * kw):
         i, j = divmod(k, kw)
         candidate = xpad[_window(i, j, oh, ow, sh, sw)]
-        better = candidate > y
-        switches += better * (k - switches)
+        if switches:
+            better = candidate > y
+            winners += better * (k - winners)
         xp.maximum(y, candidate, out=y)
-    return y, switches
-
-
-def maxpool2d_values(x, kernel, stride, padding=0):
-    """The max-pool output alone, with no switches: for inference."""
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    xp = get_array_module(x)
-    oh, ow = _out_hw(x.shape, kernel, stride, padding, "max-pool")
-    xpad = _pad(x, ph, pw, value=-np.inf)
-    y = xpad[_window(0, 0, oh, ow, sh, sw)].copy()
-    for k in range(1, kh * kw):
-        xp.maximum(y, xpad[_window(*divmod(k, kw), oh, ow, sh, sw)], out=y)
-    return y
+    return y, winners
 
 
 def unpool(grad, switches, input_shape, kernel, stride, padding=0):
@@ -621,8 +622,7 @@ class Layer:
         for d in (self.params, self.grads):
             for k in d:
                 d[k] = to_device(d[k], device)
-        self.cache = None
-        self._forward_out = None
+        self.forget()
         return self
 
     def astype(self, dtype):
@@ -783,10 +783,10 @@ class MaxPool2d(Layer):
         return unpool(dy, self.switches, self.input_shape, self.kernel_size, self.stride, self.padding)
 
     def infer(self, x, inplace=False):
-        # no switches: a running max (half the passes of the forward above)
+        # no switches: one pass per kernel offset instead of five
         self._check(x, 4)
         self.forget()
-        return maxpool2d_values(x, self.kernel_size, self.stride, self.padding)
+        return maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, switches=False)[0]
 
     def forget(self):
         super().forget()
