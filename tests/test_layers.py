@@ -581,9 +581,9 @@ def test_input_smaller_than_kernel_is_named(layer, shape, message):
         layer.forward(np.zeros(shape))
 
 
-@pytest.mark.parametrize(
-    "layer, shape",
-    [
+def one_layer_of_each_kind():
+    """(fresh layer, an input shape it takes) for every layer type."""
+    return [
         (Conv2d(1, 2, 3), (1, 1, 5, 5)),
         (ReLU(), (1, 4)),
         (MaxPool2d(2), (1, 1, 4, 4)),
@@ -591,8 +591,10 @@ def test_input_smaller_than_kernel_is_named(layer, shape, message):
         (AdaptiveAvgPool2d(2), (1, 1, 4, 4)),
         (Linear(4, 2), (3, 4)),
         (Flatten(), (2, 3, 2)),
-    ],
-)
+    ]
+
+
+@pytest.mark.parametrize("layer, shape", one_layer_of_each_kind())
 @pytest.mark.parametrize("dtype", [np.int64, np.uint8, np.bool_])
 def test_integer_input_is_refused(layer, shape, dtype):
     with pytest.raises(ShapeError, match=f"floating-point input, got dtype {np.dtype(dtype).name}"):
@@ -604,18 +606,7 @@ def test_non_array_input_is_named():
         Conv2d(1, 1, 1).forward([[[[1.0]]]])
 
 
-@pytest.mark.parametrize(
-    "layer, shape",
-    [
-        (Conv2d(1, 2, 3), (1, 1, 5, 5)),
-        (ReLU(), (1, 4)),
-        (MaxPool2d(2), (1, 1, 4, 4)),
-        (AvgPool2d(2), (1, 1, 4, 4)),
-        (AdaptiveAvgPool2d(2), (1, 1, 4, 4)),
-        (Linear(4, 2), (3, 4)),
-        (Flatten(), (2, 3, 2)),
-    ],
-)
+@pytest.mark.parametrize("layer, shape", one_layer_of_each_kind())
 def test_layer_backward_before_forward_and_wrong_gradient_shape(layer, shape):
     with pytest.raises(TinyconvError, match="before backward"):
         layer.backward(np.zeros(shape))
