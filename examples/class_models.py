@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tinyconv.classviz import DEFAULTS, class_models
-from tinyconv.demo import load_net
-from tinyconv.imaging import display_scale, montage
+from tinyconv.methods.classviz import DEFAULTS, class_models
+from tinyconv.pictures.demo import load_net
+from tinyconv.pictures.imaging import display_scale, montage
 
 
 def main() -> None:

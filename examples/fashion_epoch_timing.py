@@ -14,7 +14,8 @@ import time
 import numpy as np
 import torch
 
-from tinyconv import data, train
+from tinyconv.datasets import mnist as data
+from tinyconv.engine import train
 
 BATCH, STEPS_PER_EPOCH, BLOCKS, PER_BLOCK = 128, 469, int(sys.argv[1]) if len(sys.argv) > 1 else 5, 10
 

@@ -5,8 +5,8 @@
 
 One image per class: the first test-split Fashion-MNIST image of each label
 (the Debian package dataset-fashion-mnist, MIT licence, Zalando Research, read
-with tinyconv.data), and the first test scene of each label from
-tinyconv.scenes (test split, its default seed 1: Fashion-MNIST test items on
+with tinyconv.datasets.mnist), and the first test scene of each label from
+tinyconv.datasets.scenes (test split, its default seed 1: Fashion-MNIST test items on
 the right 30% of scikit-image's sample photographs, never seen in training).
 The PNGs are committed, so the demo needs no dataset.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from tinyconv.data import FASHION_CLASSES, load_fashion_mnist
-from tinyconv.scenes import load_scenes
+from tinyconv.datasets.mnist import FASHION_CLASSES, load_fashion_mnist
+from tinyconv.datasets.scenes import load_scenes
 
 HERE = Path(__file__).resolve().parent
 

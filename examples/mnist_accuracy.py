@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 import tinyconv as tc
-from tinyconv.data import load_mnist_5k, normalise
+from tinyconv.datasets.mnist import load_mnist_5k, normalise
 from tinyconv.progress import Progress
 
 
@@ -77,7 +77,7 @@ def main(argv=None):
     parser.add_argument("--weights", default=None, help="tinyconv .npz (default: the bundled mnist_cnn.npz)")
     parser.add_argument("--digits", metavar="DIR", help="write one example PNG per class into DIR")
     args = parser.parse_args(argv)
-    net = tc.load(args.weights or tc.io.bundled("mnist_cnn.npz"))
+    net = tc.load(args.weights or tc.models.native.bundled("mnist_cnn.npz"))
     images, labels = load_mnist_5k("all")  # (5000, 28, 28) uint8, (5000,)
     x = normalise(images, net.mean[0], net.std[0])  # (5000, 1, 28, 28) float32
     predicted = predict(net, x)

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from tinyconv import layers as L
+from tinyconv.engine import layers as L
 
 RNG = np.random.default_rng(0)
 VGG_SHAPES = [(64, 64, 224), (64, 128, 112), (128, 128, 112), (256, 256, 56), (512, 512, 28), (512, 512, 14)]

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 import tinyconv as tc
-from tinyconv.backend import to_numpy
-from tinyconv.demo import REPO, load_net
-from tinyconv.imaging import deprocess, display_scale, heatmap, montage
+from tinyconv.engine.backend import to_numpy
+from tinyconv.pictures.demo import REPO, load_net
+from tinyconv.pictures.imaging import deprocess, display_scale, heatmap, montage
 
 
 def main() -> None:

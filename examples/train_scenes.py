@@ -1,13 +1,13 @@
 """Train the localisation benchmark's scene classifier (weights/scenes_cnn.npz).
 
 Image labels only: the network never sees a box. Scenes are Fashion-MNIST
-items pasted on photographs (``tinyconv.scenes``), built from the training
+items pasted on photographs (``tinyconv.datasets.scenes``), built from the training
 split (seed 0); the held-out accuracy is measured on scenes built from the
 test split (seed 1), the same scenes the localisation benchmark uses.
 
     python examples/train_scenes.py --train 30000 --epochs 7 -o weights/scenes_cnn.npz
 
-Uses ``tinyconv.train.fit`` (SGD with momentum, cosine schedule, He init).
+Uses ``tinyconv.engine.train.fit`` (SGD with momentum, cosine schedule, He init).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import argparse
 import json
 import time
 
-from tinyconv import scenes
-from tinyconv.train import fit
+from tinyconv.datasets import scenes
+from tinyconv.engine.train import fit
 
 
 def main(argv=None):
@@ -48,7 +48,7 @@ def main(argv=None):
     history = net.meta["training"]["history"]
     net.meta.update(
         source="examples/train_scenes.py",
-        dataset=f"tinyconv.scenes: {args.train} train scenes (Fashion-MNIST train split, seed 0), "
+        dataset=f"tinyconv.datasets.scenes: {args.train} train scenes (Fashion-MNIST train split, seed 0), "
         f"{args.test} test scenes (test split, seed 1), 48x48 RGB",
         test_accuracy=history[-1].get("val_acc"),
     )

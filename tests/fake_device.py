@@ -14,7 +14,7 @@ host arguments that are NumPy arrays are refused, as CuPy refuses them.
 ``asarray`` (host -> fake) and ``asnumpy`` (fake -> host) are the only ways
 across. Register it with::
 
-    tinyconv.backend.register_backend("fake", FakeArray, fake_module)
+    tinyconv.engine.backend.register_backend("fake", FakeArray, fake_module)
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Tests of tinyconv.backend, and device discipline proven without a GPU.
+"""Tests of tinyconv.engine.backend, and device discipline proven without a GPU.
 
 A fake device (tests/fake_device.py) behaves like CuPy: its arrays refuse to
 become NumPy arrays implicitly and refuse NumPy functions. A whole network
@@ -14,9 +14,15 @@ from fake_device import FakeArray, FakeDeviceError, fake_module
 
 import tinyconv
 from tinyconv import backend
-from tinyconv.backend import DeviceError, device_of, get_array_module, register_backend, to_device, to_numpy
-from tinyconv.errors import TinyconvError
-from tinyconv.layers import (
+from tinyconv.engine.backend import (
+    DeviceError,
+    device_of,
+    get_array_module,
+    register_backend,
+    to_device,
+    to_numpy,
+)
+from tinyconv.engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
     Conv2d,
@@ -29,6 +35,7 @@ from tinyconv.layers import (
     im2col,
     unpool,
 )
+from tinyconv.errors import TinyconvError
 
 
 @pytest.fixture

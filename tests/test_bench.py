@@ -1,4 +1,4 @@
-"""tinyconv.bench: the report's structure, the equality of the work timed on
+"""tinyconv.tools.bench: the report's structure, the equality of the work timed on
 both sides, the FLOP count, and the tiled convolution the benchmark drove.
 
 Timings are never asserted: the machine is shared and noisy.
@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyconv import bench
-from tinyconv import layers as L
-from tinyconv.backend import synchronize
 from tinyconv.cli import main as cli_main
-from tinyconv.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
-from tinyconv.network import Sequential
+from tinyconv.engine import layers as L
+from tinyconv.engine.backend import synchronize
+from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from tinyconv.engine.network import Sequential
+from tinyconv.tools import bench
 
 SIDE_FIELDS = {"median_s", "min_s", "times_s", "gflops", "peak_rss_mb", "work_rss_mb"}
 ITEM_FIELDS = {"name", "arch", "work", "batch", "device", "reps", "flops", "tinyconv", "torch", "ratio"}

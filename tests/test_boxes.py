@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tinyconv.boxes import best_iou, corloc, find_annotation, iou, read_voc_xml
 from tinyconv.errors import DataError
+from tinyconv.methods.localisation.boxes import best_iou, corloc, find_annotation, iou, read_voc_xml
 
 
 def _raster(box, size=24):

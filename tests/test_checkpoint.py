@@ -13,10 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyconv as tc
-from tinyconv import checkpoint, models
 from tinyconv.errors import TinyconvError, WeightsError
-from tinyconv.safetensors import read_safetensors
-from tinyconv.torchfile import read_pth, tensors
+from tinyconv.models import checkpoint
+from tinyconv.models import registry as models
+from tinyconv.models.safetensors import read_safetensors
+from tinyconv.models.torchfile import read_pth, tensors
 
 MNIST_PTH = None
 try:  # digit-recognizer-py's checkpoint, found without importing the package (it needs torchvision)
@@ -248,7 +249,7 @@ def test_fold_batchnorm_equals_conv_then_batchnorm(rng):
 
 
 def test_timm_vgg_keys_map_to_torchvision(rng):
-    from tinyconv.torchfile import Tensor
+    from tinyconv.models.torchfile import Tensor
 
     fc1 = rng.standard_normal((8, 512, 7, 7)).astype(np.float32)
     state = {
@@ -390,9 +391,9 @@ def test_truncated_checkpoint_is_refused(tmp_path, torch):
 @needs_mnist
 def test_real_mnist_checkpoint_converts_to_the_bundled_file():
     net = tc.load_checkpoint(MNIST_PTH)  # architecture guessed: mnist-cnn
-    bundled = tc.load(tc.io.bundled("mnist_cnn.npz"))
+    bundled = tc.load(tc.models.native.bundled("mnist_cnn.npz"))
     assert net.meta["arch"] == bundled.meta["arch"] == "mnist-cnn"
-    assert bundled.meta["source_sha256"] == tc.io.sha256(MNIST_PTH)
+    assert bundled.meta["source_sha256"] == tc.models.native.sha256(MNIST_PTH)
     for p, q in zip(net.parameters(), bundled.parameters(), strict=True):
         assert p.name == q.name
         np.testing.assert_array_equal(p.value, q.value)
@@ -404,12 +405,12 @@ def test_mnist_cnn_matches_pytorch_on_mnist_5k(torch):
     """The bundled network predicts what the original PyTorch model predicts on all 5,000 digits."""
     from torchnets import MnistCNN
 
-    data = pytest.importorskip("tinyconv.data")
+    data = pytest.importorskip("tinyconv.datasets.mnist")
     try:
         images, labels = data.load_mnist_5k("all")
     except TinyconvError as exc:
         pytest.skip(str(exc))
-    net = tc.load(tc.io.bundled("mnist_cnn.npz"))
+    net = tc.load(tc.models.native.bundled("mnist_cnn.npz"))
     x = data.normalise(images, net.mean[0], net.std[0])  # (5000, 1, 28, 28) float32
     model = MnistCNN()
     model.load_state_dict(torch.load(MNIST_PTH, map_location="cpu", weights_only=True))

@@ -1,4 +1,4 @@
-"""Tests of tinyconv.classviz: gradient ascent on the input.
+"""Tests of tinyconv.methods.classviz: gradient ascent on the input.
 
 On a linear net S(I) = W·I + b the ascent has a closed form, so the update
 rule (score and softmax objectives, the L2 penalty, jitter) is checked
@@ -13,10 +13,10 @@ import pytest
 
 import tinyconv as tc
 from tinyconv import Sequential
-from tinyconv.classviz import DEFAULTS, _gaussian_blur, class_models
+from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.errors import TargetError
-from tinyconv.imaging import deprocess
-from tinyconv.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from tinyconv.methods.classviz import DEFAULTS, _gaussian_blur, class_models
+from tinyconv.pictures.imaging import deprocess
 
 
 def linear_net(seed=0, k=4, shape=(1, 3, 4)):
@@ -170,7 +170,7 @@ def test_bad_arguments(kwargs, error, match):
 @pytest.fixture(scope="module")
 def mnist():
     try:
-        return tc.io.load_bundled("mnist_cnn.npz")
+        return tc.models.native.load_bundled("mnist_cnn.npz")
     except tc.WeightsError as exc:
         pytest.skip(f"bundled MNIST weights not available: {exc}")
 

@@ -25,9 +25,9 @@ def test_convert_writes_a_loadable_file(tmp_path, mnist_safetensors, capsys):
     assert net.classes[0] == "zero" and net.classes[-1] == "nine" and len(net.classes) == 10
     assert net.mean == (0.5,) and net.std == (0.25,) and net.dtype == np.float64
     assert net.meta["licence"] == "CC0-1.0" and net.meta["arch"] == "mnist-cnn"
-    assert net.meta["source_sha256"] == tc.io.sha256(mnist_safetensors)
+    assert net.meta["source_sha256"] == tc.models.native.sha256(mnist_safetensors)
     printed = capsys.readouterr().out
-    assert "mnist-cnn" in printed and tc.io.sha256(out) in printed
+    assert "mnist-cnn" in printed and tc.models.native.sha256(out) in printed
     # a native file can be re-converted (here: cast back to float32)
     assert main(["convert", str(out), "-o", str(tmp_path / "f32.npz"), "--dtype", "float32"]) == 0
     assert tc.load(tmp_path / "f32.npz").dtype == np.float32
@@ -37,7 +37,7 @@ def test_convert_defaults_come_from_the_architecture(tmp_path, mnist_safetensors
     out = tmp_path / "net.npz"
     assert main(["convert", str(mnist_safetensors), "-o", str(out), "--arch", "mnist-cnn"]) == 0
     net = tc.load(out)
-    assert net.mean == tc.models.MNIST_MEAN and net.input_shape == (1, 28, 28)
+    assert net.mean == tc.models.registry.MNIST_MEAN and net.input_shape == (1, 28, 28)
     assert net.classes == [str(d) for d in range(10)]
 
 
@@ -81,4 +81,4 @@ def test_convert_reproduces_the_bundled_mnist_file(tmp_path):
         "0.3081",
     ]
     assert main([*argv, "--licence", "MIT"]) == 0
-    assert out.read_bytes() == tc.io.bundled("mnist_cnn.npz").read_bytes()
+    assert out.read_bytes() == tc.models.native.bundled("mnist_cnn.npz").read_bytes()

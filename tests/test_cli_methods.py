@@ -17,8 +17,8 @@ from PIL import Image
 import tinyconv as tc
 from tinyconv import Sequential
 from tinyconv.cli import main
-from tinyconv.demo import REPO, run_demo
-from tinyconv.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from tinyconv.pictures.demo import REPO, run_demo
 
 SIZE = 16  # the small net's input; shown 14x enlarged (display_scale) -> 224 px
 

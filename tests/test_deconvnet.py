@@ -1,4 +1,4 @@
-"""Tests of tinyconv.deconvnet: the explicit Zeiler & Fergus reconstruction.
+"""Tests of tinyconv.methods.deconvnet: the explicit Zeiler & Fergus reconstruction.
 
 The explicit walk (unpool with switches, rectify, convolve with transposed
 flipped filters through the forward conv code) never calls a layer's
@@ -17,9 +17,7 @@ from hypothesis import strategies as st
 
 import tinyconv as tc
 from tinyconv import Sequential
-from tinyconv.deconvnet import compare, deconvolve, reconstruct, walk_back
-from tinyconv.errors import TargetError
-from tinyconv.layers import (
+from tinyconv.engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
     Conv2d,
@@ -31,6 +29,8 @@ from tinyconv.layers import (
     conv2d_backward,
     conv2d_forward,
 )
+from tinyconv.errors import TargetError
+from tinyconv.methods.deconvnet import compare, deconvolve, reconstruct, walk_back
 
 
 def random_net(seed, k1, s1, p1, pool_k, pool_s, pool_p, k2, s2, size, avg):

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyconv.errors import DataError
-from tinyconv.gmm import GaussianMixture
+from tinyconv.methods.localisation.gmm import GaussianMixture
 
 
 def _sample(rng, means, covs, weights, n):

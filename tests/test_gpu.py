@@ -18,9 +18,8 @@ from test_network import kink_margin, small_net
 
 import tinyconv
 from tinyconv import to_device, to_numpy
-from tinyconv.backend import DeviceError
-from tinyconv.errors import ShapeError
-from tinyconv.layers import (
+from tinyconv.engine.backend import DeviceError
+from tinyconv.engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
     Conv2d,
@@ -30,6 +29,7 @@ from tinyconv.layers import (
     MaxPool2d,
     ReLU,
 )
+from tinyconv.errors import ShapeError
 
 if not tinyconv.cuda_available():
     pytest.skip("needs CuPy and an NVIDIA GPU (tinyconv.cuda_available() is False)", allow_module_level=True)

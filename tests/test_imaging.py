@@ -1,4 +1,4 @@
-"""Tests of tinyconv.imaging: preprocessing against its formula, the colour
+"""Tests of tinyconv.pictures.imaging: preprocessing against its formula, the colour
 maps against an independent sRGB -> CIELAB conversion, overlays, montages
 and all-or-nothing file writing; bad input gives clear errors."""
 
@@ -10,8 +10,9 @@ from PIL import Image
 
 import tinyconv as tc
 from tinyconv import Sequential
+from tinyconv.engine.layers import Conv2d, Flatten, Linear
 from tinyconv.errors import DataError
-from tinyconv.imaging import (
+from tinyconv.pictures.imaging import (
     colormap,
     deprocess,
     heatmap,
@@ -23,7 +24,6 @@ from tinyconv.imaging import (
     upscale,
     write_files,
 )
-from tinyconv.layers import Conv2d, Flatten, Linear
 
 
 def grey_net(h=28, w=28, mean=0.1307, std=0.3081):
@@ -259,7 +259,7 @@ def test_write_files_is_all_or_nothing(tmp_path):
 def test_contrast_image_puts_the_mean_at_grey():
     x = np.zeros((1, 3, 4))
     x[0, 0, 0], x[0, 0, 1] = 2.0, -2.0
-    from tinyconv.imaging import contrast_image
+    from tinyconv.pictures.imaging import contrast_image
 
     out = contrast_image(x, percentile=100)
     assert out.shape == (3, 4, 1) and out.dtype == np.uint8

@@ -1,4 +1,4 @@
-"""Tests of tinyconv.layers against independent references.
+"""Tests of tinyconv.engine.layers against independent references.
 
 - every backward pass (input and parameter gradients) against central finite
   differences in float64, over shapes, kernels, strides and paddings drawn by
@@ -25,8 +25,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tinyconv.errors import RuleError, ShapeError, TinyconvError
-from tinyconv.layers import (
+from tinyconv.engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
     Conv2d,
@@ -41,6 +40,7 @@ from tinyconv.layers import (
     relu_backward,
     unpool,
 )
+from tinyconv.errors import RuleError, ShapeError, TinyconvError
 
 # ----------------------------------------------------------------------------
 # strategies: small shapes so thousands of finite differences stay fast

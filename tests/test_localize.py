@@ -1,7 +1,6 @@
 """GraphCut localisation: known answers on synthetic images, the min-cut against
 a brute-force minimum of the same energy, the seeds, degenerate inputs."""
 
-import importlib
 import itertools
 import sys
 
@@ -13,8 +12,8 @@ from hypothesis import strategies as st
 pytest.importorskip("maxflow", reason="needs PyMaxflow (pip install 'tinyconv[localize]')")
 pytest.importorskip("scipy", reason="needs scipy (pip install 'tinyconv[localize]')")
 
-loc = importlib.import_module("tinyconv.localize")  # the module; tinyconv.localize is the function
 from tinyconv.errors import ShapeError  # noqa: E402
+from tinyconv.methods.localisation import pipeline as loc
 
 
 def _mask_iou(a, b):
@@ -301,8 +300,8 @@ def test_command_localises_user_images_and_reports_corloc(tmp_path, capsys):
     from PIL import Image
 
     from tinyconv.cli import main
-    from tinyconv.scenes import scenes_cnn
-    from tinyconv.train import he_init
+    from tinyconv.datasets.scenes import scenes_cnn
+    from tinyconv.engine.train import he_init
 
     net = he_init(scenes_cnn(size=32), seed=0)
     net.save(tmp_path / "net.npz")
@@ -337,9 +336,9 @@ def test_command_errors(tmp_path, capsys):
 @pytest.mark.slow
 def test_benchmark_command_writes_table_csv_and_pictures(tmp_path):
     from tinyconv.cli import main
+    from tinyconv.datasets.scenes import load_scenes
     from tinyconv.errors import DataError
-    from tinyconv.io import bundled
-    from tinyconv.scenes import load_scenes
+    from tinyconv.models.native import bundled
 
     try:
         bundled("scenes_cnn.npz")

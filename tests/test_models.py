@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import tinyconv as tc
-from tinyconv import models
+from tinyconv.engine.layers import Conv2d, Linear
 from tinyconv.errors import WeightsError
-from tinyconv.layers import Conv2d, Linear
+from tinyconv.models import registry as models
 
 
 def weight_shapes(arch, num_classes=None):
@@ -109,5 +109,5 @@ def test_state_dict_keys_match_pytorch():
 
 
 def test_exported_api():
-    assert tc.load is tc.io.load and callable(tc.load_checkpoint) and callable(tc.from_torch)
+    assert tc.load is tc.models.native.load and callable(tc.load_checkpoint) and callable(tc.from_torch)
     assert tc.models.build is models.build

@@ -1,4 +1,4 @@
-"""Tests of tinyconv.network.Sequential: the chain rule end to end.
+"""Tests of tinyconv.engine.network.Sequential: the chain rule end to end.
 
 ``Sequential.backward`` against central finite differences (float64) on a
 small random conv-ReLU-pool-dense net, from the scores and from an
@@ -17,8 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tinyconv import Sequential
+from tinyconv.engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, relu_backward
 from tinyconv.errors import RuleError, ShapeError
-from tinyconv.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, relu_backward
 
 SEEDS = [0, 1, 2]
 

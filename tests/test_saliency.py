@@ -1,4 +1,4 @@
-"""Tests of tinyconv.saliency: the input gradient w = ∂S_c/∂I, the paper's
+"""Tests of tinyconv.methods.saliency: the input gradient w = ∂S_c/∂I, the paper's
 saliency map M_ij = max_ch |w|, the target rules, and SmoothGrad's σ.
 
 References: central finite differences in float64 of the score S_c (not the
@@ -16,8 +16,8 @@ from gradcheck import assert_gradients_close, numerical_gradient
 
 import tinyconv as tc
 from tinyconv import Sequential
+from tinyconv.engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.errors import TargetError
-from tinyconv.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 
 
 def rgb_net(seed=0, dtype=np.float64):

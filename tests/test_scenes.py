@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyconv import scenes
+from tinyconv.datasets import scenes
 from tinyconv.errors import DataError
 
 
@@ -101,7 +101,7 @@ def test_scene_classifier_shape():
 
 
 def test_real_fashion_mnist_scenes():
-    from tinyconv import data
+    from tinyconv.datasets import mnist as data
 
     try:
         s = scenes.load_scenes("test", n=8)

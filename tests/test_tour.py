@@ -1,4 +1,4 @@
-"""The backprop tour: tinyconv/tour.py, ``tinyconv tour`` and every script of examples/tour/.
+"""The backprop tour: tinyconv/tools/tour.py, ``tinyconv tour`` and every script of examples/tour/.
 
 Each script runs as its own process in a temporary folder and must exit 0:
 its printed claims are asserted inside the script, so a claim that stops
@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tinyconv import tour
 from tinyconv.cli import main
 from tinyconv.errors import DataError
+from tinyconv.tools import tour
 
 TOUR = Path(__file__).resolve().parents[1] / "examples" / "tour"  # the tests ship with the tour
 STEPS = tour.steps(TOUR)
@@ -67,7 +67,7 @@ def test_gpu_step_runs_on_a_stand_in_device(tmp_path):
         import runpy, sys
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from fake_device import FakeArray, fake_module
-        from tinyconv.backend import register_backend
+        from tinyconv.engine.backend import register_backend
         register_backend("cuda", FakeArray, fake_module)
         runpy.run_path({str(script)!r}, run_name="__main__")
     """)

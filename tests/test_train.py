@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyconv as tc
-from tinyconv import train
+from tinyconv.engine import train
+from tinyconv.engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.errors import ShapeError
-from tinyconv.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 
 BACKENDS = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -171,8 +171,8 @@ def test_resume_continues_exactly_like_a_straight_run(tmp_path, rng):
     ckpt = tmp_path / "run.ckpt.npz"
     first = train.fit(tiny_net(dropout=0.3), x, y, xv, yv, checkpoint=ckpt, stop_after=2, **kwargs)
     assert first.meta["training"]["epochs_done"] == 2
-    # the checkpoint is a native file: tinyconv.io reads it, history included
-    from tinyconv.io import load
+    # the checkpoint is a native file: tinyconv.models.native reads it, history included
+    from tinyconv.models.native import load
 
     saved = load(ckpt)
     assert [h["epoch"] for h in saved.meta["training"]["history"]] == [1, 2]
@@ -295,7 +295,7 @@ def write_idx(path, array):
 
 def test_train_command_writes_a_native_network_and_evaluates_it(tmp_path, rng, capsys):
     from tinyconv.cli import main
-    from tinyconv.io import load
+    from tinyconv.models.native import load
 
     for split, n in (("train", 40), ("t10k", 20)):
         labels = np.arange(n) % 10
@@ -323,7 +323,7 @@ def test_train_command_writes_a_native_network_and_evaluates_it(tmp_path, rng, c
 
 def test_train_command_fine_tunes_from_weights(tmp_path, rng):
     from tinyconv.cli import main
-    from tinyconv.io import load
+    from tinyconv.models.native import load
 
     for split, n in (("train", 32), ("t10k", 10)):
         write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))

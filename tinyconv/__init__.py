@@ -1,15 +1,21 @@
 """tinyconv: a from-scratch NumPy/CuPy ConvNet engine with hand-written
-backward passes, reproducing Simonyan, Vedaldi & Zisserman (2014)."""
+backward passes, reproducing Simonyan, Vedaldi & Zisserman (2014).
 
-from . import backend, deconvnet, io, layers, models
-from .backend import cuda_available, device_of, get_array_module, to_device, to_numpy
-from .checkpoint import load_checkpoint
-from .classviz import class_model, class_models
-from .convert import from_torch
-from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
-from .imaging import preprocess
-from .io import load
-from .layers import (
+The package, by role:
+
+- ``tinyconv.engine``: backend, the layer functions and classes, ``Sequential``, training.
+- ``tinyconv.methods``: the paper's methods, one module per section.
+- ``tinyconv.models``: architectures and weight files (native, ``.pth``, safetensors).
+- ``tinyconv.datasets``: dataset readers and the synthetic localisation scenes.
+- ``tinyconv.pictures``: images, figures and the demo page.
+- ``tinyconv.tools``: the benchmark, the per-layer table, the tour.
+- ``tinyconv.cli``: the ``tinyconv`` command (nothing in the library imports it).
+"""
+
+from . import deconvnet, layers, models
+from .engine import backend
+from .engine.backend import cuda_available, device_of, get_array_module, to_device, to_numpy
+from .engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
     Conv2d,
@@ -19,15 +25,21 @@ from .layers import (
     MaxPool2d,
     ReLU,
 )
-from .localize import localize
-from .network import Sequential
-from .saliency import input_gradient, saliency, smoothgrad
+from .engine.network import Sequential
+from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
+from .methods.classviz import class_model, class_models
+from .methods.localisation.pipeline import localize
+from .methods.saliency import input_gradient, saliency, smoothgrad
+from .models.checkpoint import load_checkpoint
+from .models.fromtorch import from_torch
+from .models.native import load, save
+from .pictures.imaging import preprocess
 
 __version__ = "0.1.0"
 
 __all__ = [
     # modules
-    "backend", "deconvnet", "io", "layers", "models",
+    "backend", "deconvnet", "layers", "models",
     # devices
     "cuda_available", "device_of", "get_array_module", "to_device", "to_numpy",
     # errors
@@ -36,7 +48,7 @@ __all__ = [
     "Sequential", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
     "Dropout",
     # weights
-    "load", "load_checkpoint", "from_torch",
+    "load", "save", "load_checkpoint", "from_torch",
     # the paper's methods
     "preprocess", "input_gradient", "saliency", "smoothgrad", "class_model", "class_models", "localize",
 ]

@@ -14,7 +14,7 @@ col2im(Wᵀ dy), and col2im is the adjoint of im2col: <im2col(x), y> = <x, col2i
 
 import numpy as np
 
-from tinyconv.layers import col2im, conv2d_backward, conv2d_forward, im2col
+from tinyconv.engine.layers import col2im, conv2d_backward, conv2d_forward, im2col
 
 rng = np.random.default_rng(0)
 

@@ -8,7 +8,7 @@ At a ReLU y = max(x, 0) a backward pass gets a signal g at the output and sends 
 
 Everything else is shared (conv: the flipped-kernel convolution of step 2; max-pool:
 unpooling with the switches of step 3), so a whole-network backward with
-rule="deconvnet" *is* the DeconvNet reconstruction, which tinyconv.deconvnet also
+rule="deconvnet" *is* the DeconvNet reconstruction, which tinyconv.methods.deconvnet also
 writes out layer by layer without calling backward. Writes relu_rules.png.
 """
 
@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 import tinyconv as tc
-from tinyconv import deconvnet, imaging
-from tinyconv.layers import relu_backward, relu_forward
+from tinyconv import deconvnet
+from tinyconv.engine.layers import relu_backward, relu_forward
+from tinyconv.pictures import imaging
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")

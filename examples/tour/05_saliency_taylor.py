@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 import tinyconv as tc
-from tinyconv import MaxPool2d, imaging
-from tinyconv.saliency import input_gradient, reduce_channels
+from tinyconv import MaxPool2d
+from tinyconv.methods.saliency import input_gradient, reduce_channels
+from tinyconv.pictures import imaging
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import tinyconv as tc
-from tinyconv import imaging
-from tinyconv.classviz import class_model
+from tinyconv.methods.classviz import class_model
+from tinyconv.pictures import imaging
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNGs (default: here)")

@@ -18,11 +18,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import tinyconv as tc
-from tinyconv import imaging
-from tinyconv.boxes import iou
-from tinyconv.gmm import GaussianMixture
-from tinyconv.localize import contrast_weights, graph_cut, largest_component, localize, mask_box, seeds
-from tinyconv.saliency import saliency
+from tinyconv.methods import localisation as loc
+from tinyconv.methods.saliency import saliency
+from tinyconv.pictures import imaging
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
@@ -33,15 +31,15 @@ pixels = np.asarray(Image.open(repo / "examples" / "digits" / "digit_3.png").con
 M = saliency(net, imaging.preprocess(pixels, net))[0]  # (28, 28)
 image = pixels[..., None] / 255.0  # (28, 28, 1) grey levels in [0, 1], as localize() sees them
 
-fg, bg = seeds(M, 0.95, 0.30)
+fg, bg = loc.seeds(M, 0.95, 0.30)
 print(f"1. seeds: {fg.sum()} foreground pixels (M ≥ {np.quantile(M, 0.95):.3g}), {bg.sum()} background")
-models = [GaussianMixture(5, reg=1e-3, seed=0).fit(image[where]) for where in (fg, bg)]
+models = [loc.GaussianMixture(5, reg=1e-3, seed=0).fit(image[where]) for where in (fg, bg)]
 cost_fg, cost_bg = (-m.score_samples(image.reshape(-1, 1)).reshape(M.shape) for m in models)
 cost_fg[bg], cost_bg[fg] = np.inf, np.inf  # pins
 for name, m in zip(("foreground", "background"), models, strict=True):
     print(f"2. {name} model: grey-level means {np.round(np.sort(m.means[:, 0]), 2)}")
-weights, beta = contrast_weights(image, gamma=50.0)
-cut = graph_cut(cost_fg, cost_bg, weights)
+weights, beta = loc.contrast_weights(image, gamma=50.0)
+cut = loc.graph_cut(cost_fg, cost_bg, weights)
 
 
 def energy(labels):
@@ -58,12 +56,12 @@ print(f"3. graph cut: {cut.sum()} foreground pixels, E = {energy(cut):.1f}; othe
 for name, labels in rivals.items():
     print(f"   {name}: E = {energy(labels):.1f}")
     assert energy(cut) <= energy(labels) + 1e-6, "the min-cut labelling has the lowest energy"
-mask = largest_component(cut, M)
-box, truth, frame = mask_box(mask), mask_box(ink), (0, 0, 28, 28)
-print(f"4. largest component: {mask.sum()} pixels, box {box}; ink box {truth}; IoU {iou(box, truth):.2f}")
-print(f"   (the whole-image box would score IoU {iou(frame, truth):.2f})")
-assert box == tuple(localize(pixels, M).box), "the stages above are what localize() does"
-assert iou(box, truth) >= max(0.5, iou(frame, truth)), "a correct box (IoU >= 0.5), beating the frame"
+mask = loc.largest_component(cut, M)
+box, truth, frame = loc.mask_box(mask), loc.mask_box(ink), (0, 0, 28, 28)
+print(f"4. largest component: {mask.sum()} pixels, box {box}; ink box {truth}; IoU {loc.iou(box, truth):.2f}")
+print(f"   (the whole-image box would score IoU {loc.iou(frame, truth):.2f})")
+assert box == tuple(loc.localize(pixels, M).box), "the stages above are what loc.localize() does"
+assert loc.iou(box, truth) >= max(0.5, loc.iou(frame, truth)), "a correct box (IoU >= 0.5), beating the frame"
 
 
 def tile(rgb, *boxes, k=8):  # enlarged k times, with boxes drawn on it
@@ -79,7 +77,7 @@ found = grey // 2 + mask[..., None] * np.array([0, 127, 0])
 tiles = [tile(grey), tile(imaging.heatmap(M)), tile(seeded), tile(np.repeat(cut[..., None] * 255, 3, axis=2)),
          tile(found, (truth, "white"), (box, "red"))]  # fmt: skip
 captions = ["digit", "saliency M", "1. seeds: red fg, blue bg", "3. graph cut", "4. box: red; ink: white"]
-picture = imaging.montage(tiles, captions, title=f"Localisation from saliency: IoU {iou(box, truth):.2f}")
+picture = imaging.montage(tiles, captions, title=f"Localisation from saliency: IoU {loc.iou(box, truth):.2f}")
 imaging.save_png(picture, out / "localisation.png")
 print(f"wrote {out / 'localisation.png'}")
 print("OK: saliency -> seeds -> colour models -> min-cut -> largest component -> box")

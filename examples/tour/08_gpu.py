@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 
 import tinyconv as tc
-from tinyconv import imaging
-from tinyconv.backend import DeviceError, synchronize
-from tinyconv.saliency import input_gradient
+from tinyconv.engine.backend import DeviceError, synchronize
+from tinyconv.methods.saliency import input_gradient
+from tinyconv.pictures import imaging
 
 if not tc.cuda_available():
     try:

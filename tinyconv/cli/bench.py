@@ -4,13 +4,13 @@
     tinyconv bench --quick               # a subset, under a minute
     tinyconv bench --items "vgg16 saliency" --json out.json
 
-Same as ``python -m tinyconv.bench``; see ``tinyconv.bench`` for what each
+Same as ``python -m tinyconv.tools.bench``; see ``tinyconv.tools.bench`` for what each
 line measures.
 """
 
 from __future__ import annotations
 
-from .. import bench
+from ..tools import bench
 
 
 def register(subparsers) -> None:

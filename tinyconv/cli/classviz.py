@@ -11,10 +11,10 @@ the PNG's text chunks), ``class_models.png`` (all of them) and
 
 from __future__ import annotations
 
-from ..classviz import DEFAULTS, OBJECTIVES
-from ..demo import classviz_figures, load_net, parse_target
 from ..errors import TinyconvError
-from ..imaging import write_files
+from ..methods.classviz import DEFAULTS, OBJECTIVES
+from ..pictures.demo import classviz_figures, load_net, parse_target
+from ..pictures.imaging import write_files
 from ._common import add_device_option, add_weights_option
 
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, models
-from ..checkpoint import BN_EPS, load_checkpoint
+from .. import __version__
 from ..errors import WeightsError
-from ..io import is_native, load, save, sha256
+from ..models import registry as models
+from ..models.checkpoint import BN_EPS, load_checkpoint
+from ..models.native import is_native, load, save, sha256
 
 
 def register(subparsers) -> None:

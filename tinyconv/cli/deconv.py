@@ -12,10 +12,10 @@ explicit DeconvNet reconstruction from one feature map of that layer
 
 from __future__ import annotations
 
-from ..deconvnet import resolve_layer
-from ..demo import comparison_figures, load_net, parse_target, unique_stems, unit_figures
 from ..errors import TargetError
-from ..imaging import preprocess, write_files
+from ..methods.deconvnet import resolve_layer
+from ..pictures.demo import comparison_figures, load_net, parse_target, unique_stems, unit_figures
+from ..pictures.imaging import preprocess, write_files
 from ._common import add_device_option, add_weights_option
 
 

@@ -10,7 +10,7 @@ class and the gradient / DeconvNet / guided comparison, plus an
 
 from __future__ import annotations
 
-from ..demo import run_demo
+from ..pictures.demo import run_demo
 from ._common import add_device_option
 
 

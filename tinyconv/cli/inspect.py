@@ -6,7 +6,7 @@
 
 Columns: output shape, parameters, FLOPs, forward and backward milliseconds,
 ‖a‖ (the layer's output) and ‖∂S_c/∂a‖ (the gradient of the class score);
-see ``tinyconv.inspect``.
+see ``tinyconv.tools.layer_table``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from ..backend import to_device
+from ..engine.backend import to_device
 from ..errors import TinyconvError
 from ._common import add_device_option, add_weights_option
 
@@ -45,18 +45,18 @@ def _network(args):
     if args.arch and args.weights:
         raise TinyconvError("give --weights or --arch, not both")
     if args.arch:
-        from ..models import build
+        from ..models.registry import build
 
         return build(args.arch, seed=0).to(args.device).eval()
-    from ..demo import load_net
+    from ..pictures.demo import load_net
 
     return load_net(args.weights, args.device)
 
 
 def run(args) -> int:
-    from ..demo import parse_target
-    from ..imaging import preprocess
-    from ..inspect import format_layer_table, layer_table
+    from ..pictures.demo import parse_target
+    from ..pictures.imaging import preprocess
+    from ..tools.layer_table import format_layer_table, layer_table
 
     if args.batch < 1 or args.reps < 1:
         raise TinyconvError("--batch and --reps must be >= 1")

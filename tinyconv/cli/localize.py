@@ -8,7 +8,7 @@ Two uses:
         give ground truth and the command reports IoU and CorLoc.
 
     tinyconv localize --benchmark [--weights weights/scenes_cnn.npz] -o DIR
-        the offline benchmark (``tinyconv.scenes``): GraphCut against three
+        the offline benchmark (``tinyconv.datasets.scenes``): GraphCut against three
         baselines on test scenes with known boxes; writes the table
         (results.md), per-image results (results.csv, summary.json) and
         pictures of a sample (samples.png).
@@ -92,7 +92,7 @@ def _image_options(args) -> dict:
 
 
 def _load_net(args, default=None):
-    from ..io import bundled, load, sha256
+    from ..models.native import bundled, load, sha256
 
     path = args.weights or (bundled(default) if default else None)
     net = load(path)
@@ -102,8 +102,8 @@ def _load_net(args, default=None):
 
 def _saliency_batches(net, x, batch=200):
     """Saliency maps (N, H, W) and top classes (N,) for host input x, in batches."""
-    from ..backend import to_device, to_numpy
-    from ..saliency import saliency
+    from ..engine.backend import to_device, to_numpy
+    from ..methods.saliency import saliency
 
     maps, tops = [], []
     for i in range(0, len(x), batch):
@@ -142,7 +142,7 @@ TRUE_COLOUR, GRAPHCUT_COLOUR, THRESHOLD_COLOUR = (40, 230, 40), (255, 40, 40), (
 
 def _tune(maps, truths, candidates, box_of):
     """Mean IoU on tuning scenes of each candidate setting; returns (best, {setting: mean IoU})."""
-    from ..boxes import iou
+    from ..methods.localisation.boxes import iou
 
     scores = {}
     for setting in candidates:
@@ -151,12 +151,11 @@ def _tune(maps, truths, candidates, box_of):
 
 
 def run_benchmark(args) -> int:
-    import importlib
 
-    loc = importlib.import_module("tinyconv.localize")  # the module (tinyconv.localize is the function)
-    from .. import scenes as sc
-    from ..boxes import corloc, iou
-    from ..imaging import heatmap, montage, write_files
+    from ..datasets import scenes as sc
+    from ..methods.localisation import pipeline as loc
+    from ..methods.localisation.boxes import corloc, iou
+    from ..pictures.imaging import heatmap, montage, write_files
     from ..progress import Progress
 
     net, weights = _load_net(args, "scenes_cnn.npz")
@@ -324,14 +323,13 @@ def _view_geometry(size, shape):
 
 
 def run_images(args) -> int:
-    import importlib
 
-    loc = importlib.import_module("tinyconv.localize")  # the module (tinyconv.localize is the function)
-    from ..backend import to_numpy
-    from ..boxes import best_iou, corloc, find_annotation, read_voc_xml
-    from ..imaging import load_image, preprocess, write_files
+    from ..engine.backend import to_numpy
+    from ..methods.localisation import pipeline as loc
+    from ..methods.localisation.boxes import best_iou, corloc, find_annotation, read_voc_xml
+    from ..methods.saliency import saliency
+    from ..pictures.imaging import load_image, preprocess, write_files
     from ..progress import Progress
-    from ..saliency import saliency
 
     net, weights = _load_net(args)
     shape = net.input_shape

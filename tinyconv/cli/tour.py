@@ -27,7 +27,7 @@ def register(subparsers) -> None:
 
 
 def _list() -> int:
-    from .. import tour
+    from ..tools import tour
 
     folder = tour.tour_dir()
     print(f"The backprop tour: {len(tour.steps(folder))} scripts in {folder} (read docs/tour.md)")
@@ -39,7 +39,7 @@ def _list() -> int:
 
 
 def _run_one(number, output) -> tuple[int, float]:
-    from .. import tour
+    from ..tools import tour
 
     s = tour.step(number)
     print(f"== step {s.number}: {s.title} ({s.path})", flush=True)
@@ -54,7 +54,7 @@ def _run_one(number, output) -> tuple[int, float]:
 
 
 def run(args) -> int:
-    from .. import tour
+    from ..tools import tour
 
     if args.step is None:
         return _list()

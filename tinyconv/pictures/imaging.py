@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageError
 
-from .backend import to_device, to_numpy
-from .errors import DataError, ShapeError
+from ..engine.backend import to_device, to_numpy
+from ..errors import DataError, ShapeError
 
 __all__ = [
     "COLORMAPS",

@@ -10,9 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyconv as tc
-from tinyconv import io as tio
-from tinyconv.errors import TinyconvError, WeightsError
-from tinyconv.layers import (
+from tinyconv.engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
     Conv2d,
@@ -22,6 +20,8 @@ from tinyconv.layers import (
     MaxPool2d,
     ReLU,
 )
+from tinyconv.errors import TinyconvError, WeightsError
+from tinyconv.models import native as tio
 
 
 def small_net(seed=0):

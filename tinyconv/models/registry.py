@@ -10,7 +10,7 @@ a module) is called "flatten".
 The ``_bn`` variants (torchvision's ``vgg11_bn``...) put a BatchNorm2d after
 each convolution; at inference that is an affine map per channel, which the
 checkpoint readers fold into the convolution (see
-``tinyconv.checkpoint.fold_batchnorm``). The built network is therefore the
+``tinyconv.models.checkpoint.fold_batchnorm``). The built network is therefore the
 plain VGG, but its layer names keep the ``_bn`` indices (conv "features.0",
 its ReLU "features.2", the next conv "features.3"...), so a name a user
 reads in a PyTorch printout means the same layer here.
@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WeightsError
-from .layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
-from .network import Sequential
+from ..engine.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from ..engine.network import Sequential
+from ..errors import WeightsError
 
 #: ImageNet normalisation used by every torchvision model, in [0, 1] pixel units.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

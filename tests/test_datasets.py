@@ -6,10 +6,10 @@ import struct
 import numpy as np
 import pytest
 
-from tinyconv import data
+from tinyconv.datasets import mnist as data
 from tinyconv.errors import DataError
 
-# element type code of the IDX header -> big-endian dtype, written independently of tinyconv.data
+# element type code of the IDX header -> big-endian dtype, written independently of tinyconv.datasets.mnist
 CODES = {np.dtype(">u1"): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
 
 

@@ -1,4 +1,4 @@
-"""tinyconv.inspect and ``tinyconv inspect``: every column against an
+"""tinyconv.tools.layer_table and ``tinyconv inspect``: every column against an
 independent computation (Sequential's own passes, parameter counts, the
 analytic FLOPs); times are only checked to be there."""
 
@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 
 from tinyconv.cli import main
+from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
+from tinyconv.engine.network import Sequential
 from tinyconv.errors import TargetError
-from tinyconv.inspect import format_layer_table, layer_table
-from tinyconv.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
-from tinyconv.network import Sequential
+from tinyconv.tools.layer_table import format_layer_table, layer_table
 
 
 def small_net():

@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 
+from ..errors import DataError, ShapeError, WeightsError
+from ..progress import Progress
 from .backend import get_array_module, to_device, to_numpy
-from .errors import DataError, ShapeError, WeightsError
 from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from .network import Sequential
-from .progress import Progress
 
 __all__ = [
     "softmax_cross_entropy",
@@ -224,10 +224,10 @@ ARCHS = {"fashion-cnn": fashion_cnn, "small-cnn": small_cnn}
 
 def build_arch(arch: str, classes) -> Sequential:
     """A fresh (un-initialised) network for 28x28 grey images: one of ``ARCHS``,
-    or an architecture of ``tinyconv.models`` (e.g. "mnist-cnn")."""
+    or an architecture of ``tinyconv.models.registry`` (e.g. "mnist-cnn")."""
     if arch in ARCHS:
         return ARCHS[arch](num_classes=len(classes), classes=classes)
-    from . import models  # noqa: PLC0415
+    from ..models import registry as models  # noqa: PLC0415
 
     try:
         arch = models.check_arch(arch)
@@ -306,7 +306,7 @@ def save_checkpoint(net: Sequential, optimizer: SGD | None, path):
     """Write ``net`` in the native format with ``net.meta["training"]`` plus,
     under ``net.meta["training"]["optimizer"]``, the momentum buffers (exact
     bytes, base64 in the JSON) so ``fit(resume=...)`` continues bit for bit."""
-    from .io import save  # noqa: PLC0415
+    from ..models.native import save  # noqa: PLC0415
 
     meta = dict(net.meta)
     training = dict(meta.get("training", {}))
@@ -322,7 +322,7 @@ def save_checkpoint(net: Sequential, optimizer: SGD | None, path):
 
 def load_checkpoint(path) -> tuple[Sequential, dict]:
     """(net, momentum buffers) from a checkpoint written by ``fit``."""
-    from .io import load  # noqa: PLC0415
+    from ..models.native import load  # noqa: PLC0415
 
     net = load(path)
     training = net.meta.get("training")

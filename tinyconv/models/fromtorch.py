@@ -11,7 +11,7 @@ Supported modules: Conv2d (no dilation, groups or non-zero padding mode),
 ReLU, MaxPool2d (no dilation, no ceil_mode), AvgPool2d (count_include_pad,
 no ceil_mode), AdaptiveAvgPool2d, Linear, Flatten (from dim 1), Dropout, and
 BatchNorm2d directly after a convolution, folded into it with its eval
-statistics (see ``tinyconv.checkpoint.fold_batchnorm``). Anything else is
+statistics (see ``tinyconv.models.checkpoint.fold_batchnorm``). Anything else is
 refused by name. PyTorch is imported only when this is called.
 """
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import layers as L
+from ..engine import layers as L
+from ..engine.network import Sequential
+from ..errors import WeightsError
 from .checkpoint import fold_batchnorm
-from .errors import WeightsError
-from .models import conv2d_from, linear_from
-from .network import Sequential
+from .registry import conv2d_from, linear_from
 
 
 def _array(tensor) -> np.ndarray:

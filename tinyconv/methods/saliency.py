@@ -23,8 +23,8 @@ import contextlib
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy
-from .errors import ShapeError, TargetError
+from ..engine.backend import get_array_module, to_numpy
+from ..errors import ShapeError, TargetError
 
 __all__ = ["resolve_targets", "input_gradient", "saliency", "smoothgrad", "inference_mode"]
 

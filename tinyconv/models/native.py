@@ -27,10 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import to_numpy
-from .errors import TinyconvError, WeightsError
-from .layers import layer_from_spec
-from .network import Sequential
+from ..engine.backend import to_numpy
+from ..engine.layers import layer_from_spec
+from ..engine.network import Sequential
+from ..errors import TinyconvError, WeightsError
 
 FORMAT = "tinyconv"
 FORMAT_VERSION = 1
@@ -271,7 +271,7 @@ def bundled(name: str) -> Path:
     places = []
     if os.environ.get(WEIGHTS_ENV):
         places.append(Path(os.environ[WEIGHTS_ENV]))
-    places.append(Path(__file__).resolve().parent.parent / "weights")
+    places.append(Path(__file__).resolve().parents[2] / "weights")
     for place in places:
         candidate = place / name
         if candidate.is_file():

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
+from ...errors import DataError
 
 
 def box_area(box) -> float:

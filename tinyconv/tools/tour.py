@@ -23,12 +23,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import DataError
+from ..errors import DataError
 
 #: Environment variable naming a folder of tour scripts, searched first.
 TOUR_ENV = "TINYCONV_TOUR"
 #: Where a source checkout (or an editable install) keeps the tour.
-REPOSITORY_TOUR = Path(__file__).resolve().parent.parent / "examples" / "tour"
+REPOSITORY_TOUR = Path(__file__).resolve().parents[2] / "examples" / "tour"
 
 _NAME = re.compile(r"^(\d\d)_\w+\.py$")
 _TITLE = re.compile(r"^Step \d+:\s*")
@@ -117,7 +117,7 @@ def run(number, out=None, folder=None, capture: bool = False) -> subprocess.Comp
     out = Path(out) if out is not None else Path.cwd()
     out.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)  # the child imports this tinyconv
+    package_root = str(Path(__file__).resolve().parents[2])  # the child imports this tinyconv
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     return subprocess.run(
         [sys.executable, str(s.path)], cwd=out, env=env, capture_output=capture, text=True, check=False

@@ -32,7 +32,7 @@ import zipfile
 
 import numpy as np
 
-from .errors import WeightsError
+from ..errors import WeightsError
 
 
 class _StorageType:

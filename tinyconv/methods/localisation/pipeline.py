@@ -5,7 +5,7 @@ The paper's pipeline, for an image I and its class saliency map M:
 1. seeds: foreground pixels F = {M_ij ≥ q_0.95(M)}, background pixels
    B = {M_ij ≤ q_0.30(M)} (quantiles over the image's pixels);
 2. colour models: a Gaussian mixture p_F fitted to the colours of F and p_B to
-   those of B (``tinyconv.gmm``; intensity models for greyscale images);
+   those of B (``tinyconv.methods.localisation.gmm``; intensity models for greyscale images);
 3. GraphCut colour segmentation, the binary labelling L minimising
 
        E(L) = Σ_p U_p(L_p) + Σ_{(p,q) ∈ N8} w_pq [L_p ≠ L_q],
@@ -40,8 +40,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .backend import to_numpy
-from .errors import ShapeError, TinyconvError
+from ...engine.backend import to_numpy
+from ...errors import ShapeError, TinyconvError
 from .gmm import GaussianMixture
 
 INSTALL_HINT = "pip install 'tinyconv[localize]' (PyMaxflow and scipy)"

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .backend import get_array_module, to_numpy
-from .errors import TargetError
-from .imaging import deprocess
-from .progress import Progress
+from ..engine.backend import get_array_module, to_numpy
+from ..errors import TargetError
+from ..pictures.imaging import deprocess
+from ..progress import Progress
 from .saliency import inference_mode, resolve_targets
 
 __all__ = ["ClassModel", "class_model", "class_models", "OBJECTIVES"]

@@ -12,8 +12,8 @@ from collections import namedtuple
 
 import numpy as np
 
+from ..errors import RuleError, ShapeError, TinyconvError
 from .backend import device_of, get_array_module
-from .errors import RuleError, ShapeError, TinyconvError
 from .layers import RULES, Layer, ReLU
 
 Parameter = namedtuple("Parameter", "name value grad")
@@ -288,11 +288,11 @@ class Sequential:
             return p.value.dtype
         return np.dtype(np.float32)
 
-    # --- persistence (see tinyconv.io) ---
+    # --- persistence (see tinyconv.models.native) ---
 
     def save(self, path):
         """Write the network to a native ``.npz`` file (see ``tinyconv.load``)."""
-        from .io import save
+        from ..models.native import save
 
         save(self, path)
 

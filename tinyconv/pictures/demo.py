@@ -3,7 +3,7 @@
 
 Each ``*_figures`` function computes in memory and returns a list of
 ``Figure(name, image, caption)``; nothing is written until the caller hands
-them all to ``tinyconv.imaging.write_files``, so a failure never leaves half
+them all to ``tinyconv.pictures.imaging.write_files``, so a failure never leaves half
 a folder behind. ``run_demo`` applies all of them to every network bundled in
 ``weights/`` with its example images and writes an ``index.html`` page.
 """
@@ -19,10 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .backend import DeviceError, to_numpy
-from .classviz import class_models
-from .deconvnet import compare, reconstruct, resolve_layer
-from .errors import TargetError, TinyconvError, WeightsError
+from ..engine.backend import DeviceError, to_numpy
+from ..errors import TargetError, TinyconvError, WeightsError
+from ..methods.classviz import class_models
+from ..methods.deconvnet import compare, reconstruct, resolve_layer
+from ..methods.saliency import inference_mode, input_gradient, reduce_channels, resolve_targets, smoothgrad
 from .imaging import (
     contrast_image,
     deprocess,
@@ -34,7 +35,6 @@ from .imaging import (
     signed_image,
     upscale,
 )
-from .saliency import inference_mode, input_gradient, reduce_channels, resolve_targets, smoothgrad
 
 __all__ = [
     "Figure",
@@ -49,7 +49,7 @@ __all__ = [
     "render_index",
 ]
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # where the demo finds example images for a bundled network (by its meta["arch"])
 EXAMPLE_FOLDERS = {"mnist-cnn": "digits", "fashion-cnn": "fashion", "scenes-cnn": "scenes"}
@@ -78,7 +78,7 @@ class Figure:
 
 def load_net(weights=None, device: str = "cpu"):
     """The network in ``weights`` (default: the bundled MNIST CNN) on ``device``."""
-    from .io import bundled, load
+    from ..models.native import bundled, load
 
     path = bundled("mnist_cnn.npz") if weights is None else Path(weights)
     if not path.exists():
@@ -376,7 +376,7 @@ def unit_figures(net, x, stem: str, layer, unit=None, keep: str = "map", prefix:
 def bundled_networks(weights_dir=None) -> list[tuple[Path, list[Path]]]:
     """(weights file, example images) for every ``*.npz`` in ``weights_dir``
     (default: ``$TINYCONV_WEIGHTS`` if set, else the repository's ``weights/``)."""
-    from .io import WEIGHTS_ENV
+    from ..models.native import WEIGHTS_ENV
 
     weights_dir = Path(weights_dir or os.environ.get(WEIGHTS_ENV) or REPO / "weights")
     if not weights_dir.is_dir():
@@ -391,7 +391,7 @@ def example_images(weights_path: Path) -> list[Path]:
     """Example images for a bundled network: ``examples/<folder>/*.png`` where
     the folder comes from the net's architecture (``EXAMPLE_FOLDERS``) or its
     file name (``fashion_cnn.npz`` -> ``examples/fashion``)."""
-    from .io import load
+    from ..models.native import load
 
     try:
         arch = load(weights_path).meta.get("arch", "")
@@ -408,7 +408,7 @@ def _example_folder(net, key: str) -> str:
     return EXAMPLE_FOLDERS.get(net.meta.get("arch", ""), key.split("_")[0])
 
 
-DEMO_CLASSVIZ = {"seed": 0}  # the defaults of tinyconv.classviz, seeded
+DEMO_CLASSVIZ = {"seed": 0}  # the defaults of tinyconv.methods.classviz, seeded
 
 
 def run_demo(

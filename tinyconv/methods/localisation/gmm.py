@@ -1,6 +1,6 @@
 """Gaussian mixture colour models, fitted by expectation-maximisation.
 
-The localisation pipeline (``tinyconv.localize``) models the colours of the
+The localisation pipeline (``tinyconv.methods.localisation.pipeline``) models the colours of the
 object and of the background each with a mixture of K Gaussians over RGB (or
 over intensity, for greyscale images):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import DataError
+from ...errors import DataError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 

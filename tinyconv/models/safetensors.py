@@ -15,7 +15,7 @@ import os
 
 import numpy as np
 
-from .errors import WeightsError
+from ..errors import WeightsError
 from .torchfile import Tensor
 
 #: safetensors dtype -> (NumPy dtype, the storage name used by ``Tensor``)

@@ -34,7 +34,7 @@ mark (``/proc/self/clear_refs``), runs the work twice and reads ``VmHWM``
 that whole-process figure (weights and libraries included); ``work`` is the
 part above the resident size after set-up.
 
-Run ``python -m tinyconv.bench --help`` (or ``tinyconv bench``).
+Run ``python -m tinyconv.tools.bench --help`` (or ``tinyconv bench``).
 """
 
 from __future__ import annotations
@@ -52,13 +52,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .backend import get_array_module, synchronize, to_device, to_numpy
+from ..engine.backend import get_array_module, synchronize, to_device, to_numpy
 
 # multiple of one forward pass's FLOPs that each kind of work costs
 WORK_FLOPS = {"forward": 1, "saliency": 2, "classviz": 2, "backward": 3, "train": 3}
 
 # learning rates of the timed updates (their values do not change the timing)
 CLASSVIZ_LR, CLASSVIZ_L2 = 1.0, 1e-3
+CLASSVIZ_START = 0.01  # the first image of the timed steps: the input noise scaled by this
 SGD_LR, SGD_MOMENTUM = 0.01, 0.9
 
 
@@ -108,7 +109,7 @@ _NETS: dict = {}
 def build_net(arch: str):
     """The tinyconv network of ``arch`` with fixed random weights (seed 0), cached."""
     if arch not in _NETS:
-        from .models import build
+        from ..models.registry import build
 
         _NETS[arch] = build(arch, seed=0).eval()
     return _NETS[arch]
@@ -121,7 +122,7 @@ def torch_twin(net):
     import torch
     from torch import nn
 
-    from . import layers as L
+    from ..engine import layers as L
 
     def one(layer):
         if isinstance(layer, L.Conv2d):
@@ -201,7 +202,9 @@ def tinyconv_work(item: Item, net, device: str = "cpu"):
         return run
 
     if item.work == "classviz":
-        image = xp.zeros_like(xp_input)  # the paper's start: the zero (mean) image
+        # a class model a few steps away from the paper's zero start: at the zero image every
+        # max-pool window is a tie, which each side may break its own way
+        image = xp_input * xp_input.dtype.type(CLASSVIZ_START)
 
         def run():
             nonlocal image  # updated in place: the same buffer every step
@@ -268,7 +271,7 @@ def torch_work(item: Item, model, x_numpy: np.ndarray, device: str = "cpu"):
         return run
 
     if item.work == "classviz":
-        image = torch.zeros_like(x)
+        image = x * CLASSVIZ_START
 
         def run():
             xi = image.detach().requires_grad_(True)
@@ -414,7 +417,7 @@ def measure_memory(item: Item, side: str, device: str, threads: int) -> dict | N
     cmd = [
         sys.executable,
         "-m",
-        "tinyconv.bench",
+        "tinyconv.tools.bench",
         "--child",
         f"{item.arch}:{item.work}:{item.batch}:{side}:{device}",
         "--threads",
@@ -505,9 +508,9 @@ def run(
     reps:    repetitions of every item (default: each item's own, fewer when quick).
     devices: ("cpu",) by default, plus "cuda" when CuPy sees a GPU.
     """
-    from . import __version__
-    from .backend import cuda_available
-    from .progress import Progress
+    from .. import __version__
+    from ..engine.backend import cuda_available
+    from ..progress import Progress
 
     threads = threads or default_threads()
     _set_threads(threads)
@@ -528,7 +531,7 @@ def run(
             "devices": list(devices),
             "quick": quick,
             "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "command": " ".join(["tinyconv bench", *sys.argv[1:]]),
+            "command": " ".join(["tinyconv.tools.bench", *sys.argv[1:]]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         },
         "gemm_peak_gflops": gemm_peak(),
@@ -651,7 +654,9 @@ def main_args(args) -> int:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tinyconv.bench", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tinyconv.tools.bench", description=__doc__.split("\n")[0]
+    )
     add_arguments(parser)
     return main_args(parser.parse_args(argv))
 

@@ -25,8 +25,8 @@ import time
 
 import numpy as np
 
-from .backend import get_array_module, synchronize
-from .errors import TargetError
+from ..engine.backend import get_array_module, synchronize
+from ..errors import TargetError
 
 
 def _norm(a) -> float:

@@ -1,9 +1,9 @@
 """``load_checkpoint``: a trained network from a PyTorch or safetensors file,
 without PyTorch.
 
-The file is read by ``tinyconv.torchfile`` (``.pth`` / ``.pt``) or
-``tinyconv.safetensors``; its tensors are matched by name to the layers of a
-known architecture (``tinyconv.models``), whose layer names are the
+The file is read by ``tinyconv.models.torchfile`` (``.pth`` / ``.pt``) or
+``tinyconv.models.safetensors``; its tensors are matched by name to the layers of a
+known architecture (``tinyconv.models.registry``), whose layer names are the
 state_dict prefixes, so a conversion is a copy plus checks. Every missing
 key, unexpected key and shape mismatch is reported by name.
 
@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import models
-from .errors import WeightsError
-from .io import sha256
-from .layers import Conv2d, Linear
-from .network import Sequential
+from ..engine.layers import Conv2d, Linear
+from ..engine.network import Sequential
+from ..errors import WeightsError
+from . import registry as models
+from .native import sha256
 from .safetensors import is_safetensors, read_safetensors
 from .torchfile import Tensor, read_pth, tensors
 

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .errors import DataError
+from ..errors import DataError
 
 #: colour photographs shipped in ``skimage/data`` used as backgrounds.
 PHOTOS = (
@@ -197,7 +197,7 @@ def make_scenes(
     images = np.empty((n, size, size, 3), np.uint8)
     boxes = np.empty((n, 4), np.int64)
     picked = np.empty(n, np.int64)
-    from .progress import Progress
+    from ..progress import Progress
 
     with Progress(n, f"scenes ({split})", disable=not progress) as bar:
         for k, index in enumerate(order):
@@ -220,11 +220,11 @@ def make_scenes(
 def load_scenes(
     split: str = "train", n: int | None = None, seed: int | None = None, root=None, **kw
 ) -> Scenes:
-    """Scenes built from the matching Fashion-MNIST split (``tinyconv.data.load_fashion_mnist``).
+    """Scenes built from the matching Fashion-MNIST split (``tinyconv.datasets.mnist.load_fashion_mnist``).
 
     The default seed differs between splits (train 0, test 1).
     """
-    from .data import load_fashion_mnist
+    from .mnist import load_fashion_mnist
 
     kwargs = {} if root is None else {"root": root}
     images, labels = load_fashion_mnist(split, **kwargs)
@@ -259,8 +259,8 @@ def scenes_cnn(classes=FASHION_CLASSES, size: int = SIZE, mean=None, std=None):
     conv 3x3 (pad 1)-ReLU-maxpool 2 with 16, 32, 64, 64 channels
     (48 → 24 → 12 → 6 → 3), fc 64·(size/16)² → 128-ReLU-Dropout(0.3), fc → classes.
     Input (3, size, size)."""
-    from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
-    from .network import Sequential
+    from ..engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+    from ..engine.network import Sequential
 
     if size % 16:
         raise ValueError(f"scene size must be a multiple of 16, got {size}")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import TinyconvError
+from ..errors import TinyconvError
 
 __all__ = [
     "DeviceError",

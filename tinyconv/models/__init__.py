@@ -1,0 +1,12 @@
+"""Models and weight files.
+
+- ``registry``: every architecture tinyconv builds (``build``), by name.
+- ``native``: tinyconv's own ``.npz`` format (``save`` / ``load``).
+- ``torchfile``, ``safetensors``: torch-free readers of foreign weight files.
+- ``checkpoint``: a state_dict of a known architecture -> a network.
+- ``fromtorch``: a live ``torch.nn`` module -> a network.
+"""
+
+from .registry import ARCHS, blueprint, build, check_arch, default_classes, input_shape, normalisation
+
+__all__ = ["ARCHS", "blueprint", "build", "check_arch", "default_classes", "input_shape", "normalisation"]

@@ -1,0 +1,1 @@
+"""Tools around the engine: the benchmark, the per-layer table and the tour runner."""
