@@ -22,6 +22,7 @@ from tinyconv.engine.backend import (
     to_device,
     to_numpy,
 )
+from tinyconv.engine.functional import col2im, im2col, unpool
 from tinyconv.engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -31,9 +32,6 @@ from tinyconv.engine.layers import (
     Linear,
     MaxPool2d,
     ReLU,
-    col2im,
-    im2col,
-    unpool,
 )
 from tinyconv.errors import TinyconvError
 
@@ -158,7 +156,7 @@ def _run(net, x, seed, device, rule="gradient"):
         if isinstance(layer, MaxPool2d):
             arrays["switches"] = layer.switches
         if isinstance(layer, Dropout) and layer.cache is not None:
-            arrays["mask"] = layer.cache
+            arrays["mask"] = layer.cache.mask
     return arrays
 
 
