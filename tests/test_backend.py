@@ -265,3 +265,24 @@ def test_both_forms_of_the_conv_input_gradient_on_the_fake_device(fake, channels
     assert isinstance(got, FakeArray)
     np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("form, crossover", [("convolution", 0), ("col2im", 10**9)])
+def test_each_form_of_dx_forced_by_tuning_stays_on_the_fake_device(fake, form, crossover):
+    """The same layer shape, each dx form forced through ``Conv2d.tuning``,
+    with small tiles (many per image): on the device, equal to NumPy's."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 3, 7, 6))
+    dy = rng.standard_normal((2, 3, 7, 6))
+    tuning = {"dx_crossover": crossover, "tile_bytes": 256, "min_columns": 4}
+    host = Conv2d(3, 3, 3, padding=1, seed=2).astype(np.float64)
+    device = Conv2d(3, 3, 3, padding=1, seed=2).astype(np.float64).to("fake")
+    host.tuning = device.tuning = tuning
+    host.forward(x)
+    device.forward(fake.asarray(x))
+    want = host.backward(dy)
+    got = device.backward(fake.asarray(dy))
+    assert device.dx_form == host.dx_form == form
+    assert isinstance(got, FakeArray) and isinstance(device.grads["weight"], FakeArray)
+    np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
