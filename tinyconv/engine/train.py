@@ -341,30 +341,12 @@ def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
 
 
 def fit(
-    net: Sequential,
-    x_train,
-    y_train,
-    x_val=None,
-    y_val=None,
-    *,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 0.05,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    schedule: str = "cosine",
-    step_size: int = 3,
-    gamma: float = 0.1,
-    seed: int = 0,
-    flip: bool = False,
-    checkpoint=None,
-    resume=None,
-    init: bool = True,
-    device: str | None = None,
-    progress: bool = True,
-    log=None,
-    stop_after: int | None = None,
-) -> Sequential:
+    net: Sequential, x_train, y_train, x_val=None, y_val=None, *,
+    epochs: int = 10, batch_size: int = 128, lr: float = 0.05, momentum: float = 0.9,
+    weight_decay: float = 5e-4, schedule: str = "cosine", step_size: int = 3, gamma: float = 0.1,
+    seed: int = 0, flip: bool = False, checkpoint=None, resume=None, init: bool = True,
+    device: str | None = None, progress: bool = True, log=None, stop_after: int | None = None,
+) -> Sequential:  # fmt: skip
     """Train ``net`` with mini-batch SGD on softmax cross-entropy.
 
     x_train: (N, C, H, W) float (host), y_train: (N,) ints; x_val, y_val the
@@ -407,15 +389,19 @@ def fit(
             record["val_loss"], record["val_acc"] = _evaluate(net, x_val, y_val)
             record["eval_seconds"] = round(time.perf_counter() - t0, 2)
         history.append(record)
-        held_out = " | held-out loss {val_loss:.4f} acc {val_acc:.4f}" if "val_acc" in record else ""
-        log(("epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.4f}" + held_out).format(**record)
-            + f" | {record['seconds']:.1f} s")  # fmt: skip
+        log(_epoch_line(record))
         net.meta["training"] = {"epochs_done": epoch + 1, "hyper": hyper, "history": history}
         if checkpoint is not None:
             save_checkpoint(net, optimizer, checkpoint)
     net.meta.setdefault("training", {"epochs_done": done, "hyper": hyper, "history": history})
     net.meta["training"]["wall_seconds_this_call"] = round(time.perf_counter() - start_time, 1)
     return net.eval()
+
+
+def _epoch_line(record: dict) -> str:
+    held_out = " | held-out loss {val_loss:.4f} acc {val_acc:.4f}" if "val_acc" in record else ""
+    line = "epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.4f}" + held_out
+    return line.format(**record) + f" | {record['seconds']:.1f} s"
 
 
 def _fit_data(x_train, y_train, x_val, y_val):
