@@ -15,6 +15,12 @@ class ShapeError(TinyconvError, ValueError):
     """An array has the wrong rank, size, channel count or dtype."""
 
 
+class OptionError(TinyconvError, ValueError):
+    """An option or argument value out of range or not one of the allowed
+    choices (a learning rate <= 0, a probability outside [0, 1), an unknown
+    schedule, an architecture option it does not take...)."""
+
+
 class RuleError(TinyconvError, ValueError):
     """An unknown ReLU backward rule."""
 

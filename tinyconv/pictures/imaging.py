@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,21 +33,28 @@ from ..engine.backend import to_device, to_numpy
 from ..errors import DataError, ShapeError
 
 __all__ = [
-    "COLORMAPS",
     "colormap",
     "load_image",
     "as_uint8_image",
+    "as_rgb",
+    "Geometry",
+    "fit_geometry",
+    "fit_image",
     "preprocess",
     "deprocess",
     "contrast_image",
+    "map_top",
     "normalise_map",
     "heatmap",
     "signed_image",
+    "signed_channel",
     "overlay",
     "upscale",
     "display_scale",
     "montage",
     "save_png",
+    "safe_name",
+    "unique_stems",
     "write_files",
 ]
 
@@ -112,9 +120,6 @@ def colormap(name: str = "fire") -> np.ndarray:
     return table
 
 
-COLORMAPS = ("fire", "bluered")
-
-
 # ----------------------------------------------------------------------------
 # images in
 
@@ -129,9 +134,12 @@ def load_image(path) -> Image.Image:
     try:
         with Image.open(path) as im:
             im.load()
+    except Image.DecompressionBombError as exc:
+        raise DataError(f"{str(path)!r} declares too many pixels to read safely ({exc})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{str(path)!r} is not an image file Pillow can read ({exc})") from None
     _check_mode(im, str(path))
+    _check_size(im, str(path))
     return im
 
 
@@ -143,15 +151,23 @@ def _check_mode(im: Image.Image, what: str) -> None:
         )
 
 
+def _check_size(im: Image.Image, what: str) -> None:
+    if im.width == 0 or im.height == 0:
+        raise DataError(f"{what} has no pixels (size {im.width}x{im.height})")
+
+
 def as_uint8_image(image) -> Image.Image:
     """A PIL image from a path, a PIL image or a uint8 array (H, W), (H, W, 1|3|4)."""
     if isinstance(image, (str, os.PathLike)):
         return load_image(image)
     if isinstance(image, Image.Image):
         _check_mode(image, "the image")
+        _check_size(image, "the image")
         return image
     if hasattr(image, "shape") and hasattr(image, "dtype"):
-        a = to_numpy(image)
+        a = to_numpy(image)  # an image array may come from the device
+        if 0 in a.shape:
+            raise DataError(f"the image array has no pixels (shape {a.shape})")
         if a.dtype != np.uint8:
             raise DataError(
                 f"image arrays must be uint8 pixels (0..255), got dtype {a.dtype}; "
@@ -169,15 +185,78 @@ def as_uint8_image(image) -> Image.Image:
     raise DataError(f"expected an image path, a PIL image or a uint8 array, got {type(image).__name__}")
 
 
-def _fit(im: Image.Image, height: int, width: int) -> Image.Image:
-    """Resize so the image covers (height, width), then cut out the centre."""
-    w, h = im.size
-    if (h, w) == (height, width):
-        return im
+@dataclass(frozen=True)
+class Geometry:
+    """How ``preprocess`` maps a source image of ``source`` = (w, h) pixels onto a
+    fixed network input: resize to ``resized`` = (w', h'), which covers the
+    input, then cut the window of ``view`` = (W, H) at (``left``, ``top``).
+
+    The one place this mapping is computed: preprocessing uses it forwards,
+    localisation backwards (``box_to_source``, ``mask_to_source``).
+    """
+
+    source: tuple
+    resized: tuple
+    left: int
+    top: int
+    view: tuple
+
+    @property
+    def identity(self) -> bool:
+        return self.source == self.view
+
+    @property
+    def scale(self) -> tuple:
+        """(sx, sy) = (w' / w, h' / h)."""
+        return self.resized[0] / self.source[0], self.resized[1] / self.source[1]
+
+    def box_to_source(self, box) -> tuple:
+        """A box (x0, y0, x1, y1) in view pixels (x1/y1 exclusive) as the smallest
+        box of source pixels that covers it, clipped to the source image."""
+        sx, sy = self.scale
+        x0, y0, x1, y1 = (float(v) for v in box)
+        return (
+            max(0, math.floor((x0 + self.left) / sx)),
+            max(0, math.floor((y0 + self.top) / sy)),
+            min(self.source[0], math.ceil((x1 + self.left) / sx)),
+            min(self.source[1], math.ceil((y1 + self.top) / sy)),
+        )
+
+    def mask_to_source(self, mask) -> np.ndarray:
+        """A (H, W) bool mask of the view as a (h, w) mask of the source (nearest neighbour)."""
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != self.view[::-1]:
+            raise ShapeError(f"mask of shape {mask.shape} does not match the view's {self.view[::-1]}")
+        if self.identity:
+            return mask.copy()
+        full = np.zeros(self.resized[::-1], bool)
+        full[self.top : self.top + mask.shape[0], self.left : self.left + mask.shape[1]] = mask
+        return np.asarray(Image.fromarray(full).resize(self.source, Image.Resampling.NEAREST))
+
+
+def fit_geometry(size, shape=None) -> Geometry:
+    """The ``Geometry`` that makes an image of ``size`` = (w, h) cover ``shape`` =
+    (H, W) and cuts its centre; ``shape`` None (a net without a fixed input)
+    keeps the image as it is."""
+    w, h = (int(v) for v in size)
+    if w <= 0 or h <= 0:
+        raise DataError(f"the image has no pixels (size {w}x{h})")
+    if shape is None or (h, w) == tuple(shape):
+        return Geometry((w, h), (w, h), 0, 0, (w, h))
+    height, width = (int(v) for v in shape)
     scale = max(height / h, width / w)
     new = (max(width, round(w * scale)), max(height, round(h * scale)))
-    im = im.resize(new, Image.Resampling.BILINEAR if scale > 1 else Image.Resampling.LANCZOS)
-    left, top = (new[0] - width) // 2, (new[1] - height) // 2
+    return Geometry((w, h), new, (new[0] - width) // 2, (new[1] - height) // 2, (width, height))
+
+
+def fit_image(im: Image.Image, geometry: Geometry) -> Image.Image:
+    """The view ``geometry`` describes: ``im`` resized (bilinear when enlarging,
+    Lanczos when shrinking) and its window cut out."""
+    if geometry.identity:
+        return im
+    enlarging = geometry.resized[0] > geometry.source[0] or geometry.resized[1] > geometry.source[1]
+    im = im.resize(geometry.resized, Image.Resampling.BILINEAR if enlarging else Image.Resampling.LANCZOS)
+    (width, height), left, top = geometry.view, geometry.left, geometry.top
     return im.crop((left, top, left + width, top + height))
 
 
@@ -202,7 +281,7 @@ def preprocess(image, net, dtype=np.float32):
         im = im.convert("RGB")
     im = im.convert("L" if channels == 1 else "RGB")
     if shape:
-        im = _fit(im, shape[1], shape[2])
+        im = fit_image(im, fit_geometry(im.size, shape[1:]))
     a = np.asarray(im, dtype=np.float64) / 255.0
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, H, W)
     mean = np.asarray(net.mean if getattr(net, "mean", None) is not None else [0.0] * channels)
@@ -246,14 +325,21 @@ def contrast_image(x, percentile: float = 99.5) -> np.ndarray:
 # maps to colours
 
 
-def normalise_map(m, percentile: float = 99.5) -> np.ndarray:
-    """Scale a map to [0, 1] by dividing by its ``percentile`` of |m| and
-    clipping (the few strongest values saturate; 100 = divide by the max)."""
-    m = np.abs(to_numpy(m).astype(np.float64))
-    top = np.percentile(m, percentile) if m.size else 0.0
+def map_top(m, percentile: float = 99.5) -> float:
+    """The value of |m| where a colour map saturates: its ``percentile`` (the
+    max when that is 0, 1 for an all-zero map). What a legend's top end means."""
+    a = np.abs(np.asarray(m, dtype=np.float64))
+    top = np.percentile(a, percentile) if a.size else 0.0
     if not top > 0:
-        top = m.max() if m.size and m.max() > 0 else 1.0
-    return np.clip(m / top, 0, 1)
+        top = a.max() if a.size and a.max() > 0 else 1.0
+    return float(top)
+
+
+def normalise_map(m, percentile: float = 99.5) -> np.ndarray:
+    """Scale a map to [0, 1] by dividing by ``map_top`` (its ``percentile`` of |m|)
+    and clipping (the few strongest values saturate; 100 = divide by the max).
+    m: a NumPy array (pictures are made on the host: ``tc.to_numpy`` first)."""
+    return np.clip(np.abs(np.asarray(m, dtype=np.float64)) / map_top(m, percentile), 0, 1)
 
 
 def _apply(table, t):
@@ -261,8 +347,8 @@ def _apply(table, t):
 
 
 def heatmap(m, cmap: str = "fire", percentile: float = 99.5) -> np.ndarray:
-    """A saliency map (H, W) as colours: uint8 (H, W, 3)."""
-    m = to_numpy(m)
+    """A saliency map (H, W), a NumPy array, as colours: uint8 (H, W, 3)."""
+    m = np.asarray(m)
     if m.ndim != 2:
         raise ShapeError(f"heatmap expects one map of shape (H, W), got {m.shape}")
     return _apply(colormap(cmap), normalise_map(m, percentile))
@@ -272,20 +358,26 @@ def signed_image(g, percentile: float = 99.5) -> np.ndarray:
     """A signed map as colours, white at 0, red > 0, blue < 0: uint8 (H, W, 3).
 
     g: (H, W), or (C, H, W) where each pixel shows its channel of largest |g|.
-    Scaled symmetrically by the ``percentile`` of |g|.
+    Scaled symmetrically by the ``percentile`` of |g|. g: a NumPy array.
     """
-    g = to_numpy(g).astype(np.float64)
-    if g.ndim == 3:
-        pick = np.abs(g).argmax(axis=0)[None]
-        g = np.take_along_axis(g, pick, axis=0)[0]
+    g = signed_channel(g)
     if g.ndim != 2:
         raise ShapeError(f"signed_image expects (H, W) or (C, H, W), got {g.shape}")
-    top = np.percentile(np.abs(g), percentile) if g.size else 0.0
-    top = top if top > 0 else (np.abs(g).max() or 1.0)
-    return _apply(colormap("bluered"), 0.5 + 0.5 * np.clip(g / top, -1, 1))
+    return _apply(colormap("bluered"), 0.5 + 0.5 * np.clip(g / map_top(g, percentile), -1, 1))
 
 
-def _to_rgb(image) -> np.ndarray:
+def signed_channel(g) -> np.ndarray:
+    """(C, H, W) -> (H, W): at each pixel the value of the channel of largest |g|
+    (what ``signed_image`` shows); (H, W) stays as it is."""
+    g = np.asarray(g, dtype=np.float64)
+    if g.ndim == 3:
+        g = np.take_along_axis(g, np.abs(g).argmax(axis=0)[None], axis=0)[0]
+    return g
+
+
+def as_rgb(image) -> np.ndarray:
+    """A uint8 image (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) as (H, W, 3): grey
+    repeated in the three channels, alpha dropped."""
     a = np.asarray(image)
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[:, :, 0]
@@ -396,7 +488,7 @@ def montage(
     """Tiles (uint8 arrays (H, W) or (H, W, 3), or PIL images) in a grid, each
     enlarged ``scale`` times (nearest neighbour) with its caption below."""
     tiles = [
-        _to_rgb(upscale(np.asarray(t.convert("RGB")) if isinstance(t, Image.Image) else t, scale))
+        as_rgb(upscale(np.asarray(t.convert("RGB")) if isinstance(t, Image.Image) else t, scale))
         for t in tiles
     ]
     if not tiles:
@@ -432,7 +524,7 @@ def _as_pil(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image
     return Image.fromarray(
-        _to_rgb(image) if np.asarray(image).ndim == 3 else np.asarray(image, dtype=np.uint8)
+        as_rgb(image) if np.asarray(image).ndim == 3 else np.asarray(image, dtype=np.uint8)
     )
 
 
@@ -448,12 +540,46 @@ def save_png(image, path, metadata: dict | None = None) -> Path:
     return path
 
 
+def safe_name(text, keep: str = "") -> str:
+    """``text`` made safe as one file-name component: every character that is
+    not a letter, a digit or in ``keep`` becomes "_"; never empty, never "." or
+    "..", never a leading dot (so never a hidden file or a parent folder)."""
+    name = "".join(ch if ch.isalnum() or ch in keep else "_" for ch in str(text))
+    if name.startswith("."):
+        name = "_" + name[1:]
+    return name or "_"
+
+
+def unique_stems(paths) -> list[str]:
+    """File stems, made safe as file names (``safe_name``) and unique in the
+    list: ``digit``, ``digit-2``..., so that two inputs never write one output."""
+    taken: set[str] = set()
+    out = []
+    for p in paths:
+        stem = safe_name(Path(str(p)).stem, keep="-_.") if Path(str(p)).stem else "image"
+        name, k = stem, 1
+        while name in taken:
+            k += 1
+            name = f"{stem}-{k}"
+        taken.add(name)
+        out.append(name)
+    return out
+
+
+def _inside(outdir: Path, name: str) -> None:
+    parts = Path(name).parts
+    if not parts or Path(name).is_absolute() or any(p in ("", ".", "..") for p in parts):
+        raise DataError(f"output file name {name!r} would not stay inside the folder {str(outdir)!r}")
+
+
 def write_files(outdir, files: dict, metadata: dict | None = None) -> list[Path]:
     """Write every file or none: build them in a temporary folder beside
     ``outdir`` and move them in only when all were written.
 
     files: name -> PIL image / uint8 array (saved as PNG, with ``metadata``
     in its text chunks when the name is in ``metadata``), str (text) or bytes.
+    A name is a relative path below ``outdir`` ("net/x.png"); one that would
+    leave it ("..", absolute) is refused before anything is written.
     """
     outdir = Path(outdir)
     parent = outdir.resolve().parent
@@ -463,6 +589,8 @@ def write_files(outdir, files: dict, metadata: dict | None = None) -> list[Path]
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the folder {str(parent)!r}: {exc.strerror}") from None
+    for name in files:
+        _inside(outdir, name)
     metadata = metadata or {}
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=parent))
     try:

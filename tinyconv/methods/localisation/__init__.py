@@ -3,6 +3,8 @@
 - ``pipeline``: ``localize`` and its steps (seeds, graph cut, largest component, box).
 - ``gmm``: the Gaussian mixture colour models.
 - ``boxes``: IoU, CorLoc and the VOC / ILSVRC annotation reader.
+- ``photos``: the pipeline on user images of any size (boxes in their own pixels).
+- ``benchmark``: the scene benchmark's protocol (``tinyconv localize --benchmark``).
 """
 
 from .boxes import corloc, iou

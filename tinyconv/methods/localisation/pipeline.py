@@ -38,10 +38,13 @@ PyMaxflow and scipy come with the ``localize`` extra:
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import numpy as np
 
 from ...engine.backend import to_numpy
-from ...errors import ShapeError, TinyconvError
+from ...errors import OptionError, ShapeError, TinyconvError
 from .gmm import GaussianMixture
 
 INSTALL_HINT = "pip install 'tinyconv[localize]' (PyMaxflow and scipy)"
@@ -151,8 +154,7 @@ def seeds(saliency, fg_quantile=0.95, bg_quantile=0.30):
     foreground is M > q_bg instead, so the two sets never overlap; it is empty
     for a constant map.
     """
-    if not 0 <= bg_quantile < fg_quantile <= 1:
-        raise ValueError(f"need 0 <= bg_quantile < fg_quantile <= 1, got {bg_quantile}, {fg_quantile}")
+    _check_quantiles(fg_quantile, bg_quantile)
     s = np.asarray(saliency, dtype=np.float64)
     finite = np.isfinite(s)
     if not finite.any():
@@ -270,6 +272,45 @@ def _pixels(image, where, limit, rng):
 # --- the pipeline ---
 
 
+def _number(name, value, low, high=math.inf, low_open=False, integer=False):
+    """``value`` as a float (int if ``integer``) in [low, high] (low excluded when
+    ``low_open``), else an OptionError naming the option. NaN and inf never pass
+    a finite bound: a NaN capacity would reach the max-flow solver's C loop."""
+    kinds = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kinds) or not math.isfinite(value):
+        what = "an integer" if integer else "a finite number"
+        raise OptionError(f"{name} must be {what}, got {value!r}")
+    if value < low or (low_open and value == low) or value > high:
+        bounds = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high != math.inf else "")
+        raise OptionError(f"{name} must be {bounds}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def _check_quantiles(fg_quantile, bg_quantile):
+    fg = _number("fg_quantile", fg_quantile, 0.0, 1.0)
+    bg = _number("bg_quantile", bg_quantile, 0.0, 1.0)
+    if not bg < fg:
+        raise OptionError(f"need bg_quantile < fg_quantile, got bg_quantile={bg} and fg_quantile={fg}")
+    return fg, bg
+
+
+def check_options(fg_quantile=0.95, bg_quantile=0.30, n_components=5, gamma=50.0, reg=1e-3,
+                  max_samples=4000, smooth=0.0, iterations=1) -> dict:  # fmt: skip
+    """The options of ``localize`` checked (finite, in range), as a dict; an
+    ``OptionError`` naming the first bad one otherwise."""
+    fg, bg = _check_quantiles(fg_quantile, bg_quantile)
+    return dict(
+        fg_quantile=fg,
+        bg_quantile=bg,
+        n_components=_number("n_components", n_components, 1, integer=True),
+        gamma=_number("gamma", gamma, 0.0),
+        reg=_number("reg", reg, 0.0),
+        max_samples=_number("max_samples", max_samples, 1, integer=True),
+        smooth=_number("smooth", smooth, 0.0),
+        iterations=_number("iterations", iterations, 1, integer=True),
+    )
+
+
 def localize(
     image,
     saliency,
@@ -300,51 +341,54 @@ def localize(
     its ``reason`` says why when the pipeline had to fall back:
     constant or all-NaN saliency -> the whole image; constant-colour image ->
     the largest component of the foreground seeds (colour cannot separate).
+    Options out of range (NaN, inf, γ < 0, crossed quantiles...) raise ``OptionError``.
     """
+    o = check_options(fg_quantile, bg_quantile, n_components, gamma, reg, max_samples, smooth, iterations)
     img = as_image(image)
     h, w, _ = img.shape
     s = _as_saliency(saliency, (h, w))
-    whole = (0, 0, w, h)
-    full = np.ones((h, w), bool)
+    whole, full = (0, 0, w, h), np.ones((h, w), bool)
     if not np.isfinite(s).any():
         return Localization(whole, full, "saliency map has no finite values: whole-image box")
-    if smooth:
-        s = smooth_saliency(s, smooth)
-    fg, bg = seeds(s, fg_quantile, bg_quantile)
+    if o["smooth"]:
+        s = smooth_saliency(s, o["smooth"])
+    fg, bg = seeds(s, o["fg_quantile"], o["bg_quantile"])
     info = {"fg_seeds": fg, "bg_seeds": bg}
     if not fg.any() or not bg.any():
         return Localization(
             whole, full, "saliency map is constant: no foreground seeds, whole-image box", info
         )
-    note = "saliency has NaN values: those pixels are not seeds" if not np.isfinite(s).all() else None
     if np.ptp(img.reshape(-1, img.shape[2]), axis=0).max() == 0:
         mask = largest_component(fg, s)
-        return Localization(
-            mask_box(mask),
-            mask,
-            "image has a single colour: colour models cannot separate, foreground seeds kept",
-            info,
-        )
-    if int(iterations) < 1:
-        raise ValueError(f"iterations must be at least 1, got {iterations}")
+        reason = "image has a single colour: colour models cannot separate, foreground seeds kept"
+        return Localization(mask_box(mask), mask, reason, info)
+    segmentation, models, beta = _segment(img, fg, bg, o, seed)
+    mask = largest_component(segmentation, s)
+    info.update(segmentation=segmentation, beta=beta, models=models)
+    note = "saliency has NaN values: those pixels are not seeds" if not np.isfinite(s).all() else None
+    return Localization(mask_box(mask), mask, note, info)
+
+
+def _segment(img, fg, bg, options, seed):
+    """Colour models from the seeds and the graph cut, ``options["iterations"]``
+    times (re-fitting to the last cut); returns (segmentation, models, β)."""
+    h, w, d = img.shape
     rng = np.random.default_rng(seed)
-    flat = img.reshape(-1, img.shape[2])
-    weights, beta = contrast_weights(img, gamma)
+    flat = img.reshape(-1, d)
+    weights, beta = contrast_weights(img, options["gamma"])
     fit_fg, fit_bg = fg, bg
-    for _ in range(int(iterations)):
+    for _ in range(options["iterations"]):
         models = []
         for where in (fit_fg, fit_bg):
-            gmm = GaussianMixture(n_components, reg=reg, seed=seed)
-            models.append(gmm.fit(_pixels(img, where, max_samples, rng)))
+            gmm = GaussianMixture(options["n_components"], reg=options["reg"], seed=seed)
+            models.append(gmm.fit(_pixels(img, where, options["max_samples"], rng)))
         cost_fg = -models[0].score_samples(flat).reshape(h, w)
         cost_bg = -models[1].score_samples(flat).reshape(h, w)
         cost_fg[bg] = np.inf  # pins: a background seed cannot be foreground
         cost_bg[fg] = np.inf
         segmentation = graph_cut(cost_fg, cost_bg, weights)
         fit_fg, fit_bg = segmentation, ~segmentation
-    mask = largest_component(segmentation, s)
-    info.update(segmentation=segmentation, beta=beta, models=models)
-    return Localization(mask_box(mask), mask, note, info)
+    return segmentation, models, beta
 
 
 # --- baselines ---
