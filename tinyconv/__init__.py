@@ -30,16 +30,18 @@ from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError
 from .methods.classviz import class_model, class_models
 from .methods.localisation.pipeline import localize
 from .methods.saliency import input_gradient, saliency, smoothgrad
+from .models import zoo
 from .models.checkpoint import load_checkpoint
 from .models.fromtorch import from_torch
 from .models.native import load, save
+from .models.onnxfile import load_onnx
 from .pictures.imaging import preprocess
 
 __version__ = "0.1.0"
 
 __all__ = [
     # modules
-    "backend", "deconvnet", "layers", "models",
+    "backend", "deconvnet", "layers", "models", "zoo",
     # devices
     "cuda_available", "device_of", "get_array_module", "to_device", "to_numpy",
     # errors
@@ -48,7 +50,7 @@ __all__ = [
     "Sequential", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
     "Dropout",
     # weights
-    "load", "save", "load_checkpoint", "from_torch",
+    "load", "save", "load_checkpoint", "from_torch", "load_onnx",
     # the paper's methods
     "preprocess", "input_gradient", "saliency", "smoothgrad", "class_model", "class_models", "localize",
 ]

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
         "folded into the convolutions before them (eval statistics).",
     )
     p.add_argument(
-        "source", metavar="SRC", help="the checkpoint (.pth, .pt, .safetensors, or a tinyconv .npz)"
+        "source", metavar="SRC", help="the checkpoint (.pth, .pt, .safetensors, .onnx, or a tinyconv .npz)"
     )
     p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the network")
     p.add_argument(
@@ -70,7 +70,17 @@ def run(args) -> int:
     if not source.is_file():
         raise FileNotFoundError(f"no such checkpoint: {source}")
     classes = read_classes(args.classes) if args.classes else None
-    if is_native(source):
+    if source.suffix.lower() == ".onnx":  # a chain graph; see tinyconv.models.onnxfile
+        from ..models.onnxfile import load_onnx
+
+        net = load_onnx(source, dtype=args.dtype)
+        if classes is not None:
+            if len(classes) != net.num_classes:
+                raise WeightsError(
+                    f"{len(classes)} class names given, the network has {net.num_classes} outputs"
+                )
+            net.classes = classes
+    elif is_native(source):
         net = load(source)
         if args.dtype:
             net.astype(args.dtype)

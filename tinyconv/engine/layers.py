@@ -506,3 +506,230 @@ def layer_from_spec(spec: dict) -> Layer:
         return LAYER_TYPES[kind](**spec)
     except TypeError as exc:
         raise ShapeError(f"bad hyper-parameters for {kind}: {exc}") from None
+
+
+# ----------------------------------------------------------------------------
+# layers the ONNX importer needs (tinyconv.models.onnxfile): a per-channel
+# affine map, explicit (possibly asymmetric) padding, and average pooling that
+# leaves the padding out of the mean. Self-contained: pure pair, then class.
+
+
+def channel_affine_forward(x, scale, shift):
+    """y = scale_c · x + shift_c per channel (axis 1).
+
+    x: (N, C) or (N, C, H, W); scale, shift: (C,). An inference-time
+    BatchNorm, or the Mul / Add by per-channel constants of an exported graph.
+    """
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    return x * scale.reshape(view) + shift.reshape(view), (x, scale)
+
+
+def channel_affine_backward(dy, cache, param_grads=True):
+    """dx = scale_c · dy;  dscale_c = Σ dy·x,  dshift_c = Σ dy over all but axis 1."""
+    x, scale = cache
+    view = (1, -1) + (1,) * (x.ndim - 2)
+    dx = dy * scale.reshape(view)
+    if not param_grads:
+        return dx, None, None
+    axes = (0,) + tuple(range(2, x.ndim))
+    return dx, (dy * x).sum(axis=axes), dy.sum(axis=axes)
+
+
+def _pads4(pads, what):
+    try:
+        top, bottom, left, right = (int(v) for v in pads)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{what} must be four ints (top, bottom, left, right), got {pads!r}") from None
+    if min(top, bottom, left, right) < 0:
+        raise ShapeError(f"{what} must be >= 0, got {pads!r}")
+    return top, bottom, left, right
+
+
+def ceil_extra(size: int, kernel: int, stride: int, pad_begin: int, pad_end: int) -> int:
+    """Extra end padding that makes a floor-mode window grid equal the ceil-mode
+    one of ONNX / PyTorch: out = ceil((size + pads − k) / s) + 1, minus one when
+    the last window would start in the end padding."""
+    total = size + pad_begin + pad_end
+    out = -(-(total - kernel) // stride) + 1
+    if (out - 1) * stride >= size + pad_begin:
+        out -= 1
+    return max(0, (out - 1) * stride + kernel - total)
+
+
+def pad2d_forward(x, pads, value=0.0):
+    """x surrounded by ``value``: pads = (top, bottom, left, right).
+    (N, C, H, W) -> (N, C, H+top+bottom, W+left+right)."""
+    xp = get_array_module(x)
+    top, bottom, left, right = pads
+    n, c, h, w = x.shape
+    y = xp.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
+    y[:, :, top : top + h, left : left + w] = x
+    return y, (x.shape, pads)
+
+
+def pad2d_backward(dy, cache):
+    """dx = the centre of dy (the padding receives no input)."""
+    (n, c, h, w), (top, _, left, _) = cache
+    return dy[:, :, top : top + h, left : left + w]
+
+
+class Pad2d(Layer):
+    """Constant padding of H and W by (top, bottom, left, right), e.g. the
+    asymmetric pads of an ONNX Conv (value 0) or MaxPool (value -inf).
+
+    ceil_window: optional (kh, kw, sh, sw) of the pool that follows; the
+    bottom/right padding then also grows by ``ceil_extra`` so that the pool's
+    floor-mode grid is ONNX's ``ceil_mode=1`` grid, for any input size.
+    """
+
+    def __init__(self, pads, value=0.0, ceil_window=None):
+        super().__init__()
+        self.pads = _pads4(pads, "Pad2d pads")
+        self.value = float(value)
+        if ceil_window is not None:
+            kh, kw, sh, sw = (int(v) for v in ceil_window)
+            if min(kh, kw, sh, sw) < 1:
+                raise ShapeError(f"Pad2d ceil_window must be positive, got {ceil_window!r}")
+            ceil_window = (kh, kw, sh, sw)
+        self.ceil_window = ceil_window
+
+    def _pads_for(self, h, w):
+        top, bottom, left, right = self.pads
+        if self.ceil_window is not None:
+            kh, kw, sh, sw = self.ceil_window
+            bottom += ceil_extra(h, kh, sh, top, bottom)
+            right += ceil_extra(w, kw, sw, left, right)
+        return top, bottom, left, right
+
+    def forward(self, x):
+        self._check(x, 4)
+        y, self.cache = pad2d_forward(x, self._pads_for(x.shape[2], x.shape[3]), self.value)
+        return y
+
+    def backward(self, dy, param_grads=True):
+        return pad2d_backward(dy, self.cache)
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        top, bottom, left, right = self._pads_for(h, w)
+        return (c, h + top + bottom, w + left + right)
+
+    def spec(self):
+        spec = {"type": "Pad2d", "pads": list(self.pads), "value": self.value}
+        if self.ceil_window is not None:
+            spec["ceil_window"] = list(self.ceil_window)
+        return spec
+
+
+class ChannelAffine(Layer):
+    """y = scale_c · x + shift_c per channel (inference-time BatchNorm, or an
+    exported graph's Mul / Add by per-channel constants that could not be
+    folded into a neighbouring conv or dense layer)."""
+
+    def __init__(self, channels, scale=None, shift=None):
+        super().__init__()
+        self.channels = int(channels)
+        if self.channels < 1:
+            raise ShapeError(f"ChannelAffine channels must be >= 1, got {channels}")
+        ones, zeros = np.ones(self.channels, np.float32), np.zeros(self.channels, np.float32)
+        self.params["scale"] = ones if scale is None else np.asarray(scale).reshape(self.channels).copy()
+        self.params["shift"] = zeros if shift is None else np.asarray(shift).reshape(self.channels).copy()
+        self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
+
+    def forward(self, x):
+        self._check(x, None, self.channels)
+        if x.ndim not in (2, 4):
+            raise ShapeError(f"{self._where()}: expected (N, C) or (N, C, H, W), got {tuple(x.shape)}")
+        y, self.cache = channel_affine_forward(x, self._param("scale", x), self._param("shift", x))
+        return y
+
+    def backward(self, dy, param_grads=True):
+        dx, dscale, dshift = channel_affine_backward(dy, self.cache, param_grads)
+        self._accumulate(scale=dscale, shift=dshift)
+        return dx
+
+    def output_shape(self, shape):
+        if shape[0] != self.channels:
+            raise ShapeError(f"{self._where()}: expects {self.channels} channels, gets shape {tuple(shape)}")
+        return tuple(shape)
+
+    def flops(self, shape):
+        return 2 * int(np.prod(shape))
+
+    def spec(self):
+        return {"type": "ChannelAffine", "channels": self.channels}
+
+
+def avgpool2d_exclude_forward(x, kernel, stride, pads):
+    """Mean over the part of each window inside the image (ONNX's default
+    ``count_include_pad=0``); pads = (top, bottom, left, right).
+    Returns y: (N, C, OH, OW) and the per-window count (OH, OW)."""
+    (kh, kw), (sh, sw) = kernel, stride
+    xp = get_array_module(x)
+    xpad, _ = pad2d_forward(x, pads)
+    ones, _ = pad2d_forward(xp.ones((1, 1) + x.shape[2:], dtype=x.dtype), pads)
+    oh, ow = (xpad.shape[2] - kh) // sh + 1, (xpad.shape[3] - kw) // sw + 1
+    y = xp.zeros((x.shape[0], x.shape[1], oh, ow), dtype=x.dtype)
+    count = xp.zeros((1, 1, oh, ow), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            y += xpad[_window(i, j, oh, ow, sh, sw)]
+            count += ones[_window(i, j, oh, ow, sh, sw)]
+    return y / count, (x.shape, count)
+
+
+def avgpool2d_exclude_backward(dy, cache, kernel, stride, pads):
+    """Each output gradient spread evenly over the in-image part of its window."""
+    (kh, kw), (sh, sw) = kernel, stride
+    xp = get_array_module(dy)
+    (n, c, h, w), count = cache
+    top, bottom, left, right = pads
+    oh, ow = dy.shape[2:]
+    out = xp.zeros((n, c, h + top + bottom, w + left + right), dtype=dy.dtype)
+    share = dy / count
+    for i in range(kh):
+        for j in range(kw):
+            out[_window(i, j, oh, ow, sh, sw)] += share
+    return pad2d_backward(out, ((n, c, h, w), pads))
+
+
+class AvgPool2dExcludePad(Layer):
+    """Average pooling whose mean leaves the zero padding out (ONNX's
+    AveragePool default, PyTorch's ``count_include_pad=False``); the pads may
+    be asymmetric: (top, bottom, left, right)."""
+
+    def __init__(self, kernel_size, stride=None, pads=(0, 0, 0, 0)):
+        super().__init__()
+        self.kernel_size = _pair(kernel_size, "AvgPool2dExcludePad kernel_size")
+        self.stride = _pair(self.kernel_size if stride is None else stride, "AvgPool2dExcludePad stride")
+        self.pads = _pads4(pads, "AvgPool2dExcludePad pads")
+        (kh, kw), (top, bottom, left, right) = self.kernel_size, self.pads
+        if max(top, bottom) >= kh or max(left, right) >= kw:
+            raise ShapeError(f"AvgPool2dExcludePad pads {self.pads} must be smaller than the kernel")
+
+    def forward(self, x):
+        self._check(x, 4)
+        self.output_shape(x.shape[1:])
+        y, self.cache = avgpool2d_exclude_forward(x, self.kernel_size, self.stride, self.pads)
+        return y
+
+    def backward(self, dy, param_grads=True):
+        return avgpool2d_exclude_backward(dy, self.cache, self.kernel_size, self.stride, self.pads)
+
+    def output_shape(self, shape):
+        c, h, w = shape
+        (kh, kw), (sh, sw), (top, bottom, left, right) = self.kernel_size, self.stride, self.pads
+        if h + top + bottom < kh or w + left + right < kw:
+            raise ShapeError(f"{self._where()}: input {h}x{w} (pads {self.pads}) is smaller than the kernel")
+        return (c, (h + top + bottom - kh) // sh + 1, (w + left + right - kw) // sw + 1)
+
+    def spec(self):
+        return {
+            "type": "AvgPool2dExcludePad",
+            "kernel_size": list(self.kernel_size),
+            "stride": list(self.stride),
+            "pads": list(self.pads),
+        }
+
+
+LAYER_TYPES.update({cls.__name__: cls for cls in (Pad2d, ChannelAffine, AvgPool2dExcludePad)})

@@ -266,7 +266,9 @@ def preprocess(image, net, dtype=np.float32):
     Converts to greyscale ("L") or RGB as ``net.input_shape[0]`` asks (an
     alpha channel is composited on black), resizes the shorter side and crops
     the centre when the net has a fixed ``input_shape``, and normalises
-    x = (pixel / 255 − mean) / std. Returned on the net's device.
+    x = (pixel / 255 − mean) / std, with the channels in the order
+    ``net.meta["channel_order"]`` gives ("RGB" unless it says "BGR").
+    Returned on the net's device.
     """
     im = as_uint8_image(image)
     shape = getattr(net, "input_shape", None)
@@ -284,6 +286,8 @@ def preprocess(image, net, dtype=np.float32):
         im = fit_image(im, fit_geometry(im.size, shape[1:]))
     a = np.asarray(im, dtype=np.float64) / 255.0
     a = a[None] if a.ndim == 2 else a.transpose(2, 0, 1)  # (C, H, W)
+    if channels == 3 and channel_order(net) == "BGR":
+        a = a[::-1]  # mean and std are then in B, G, R order too
     mean = np.asarray(net.mean if getattr(net, "mean", None) is not None else [0.0] * channels)
     std = np.asarray(net.std if getattr(net, "std", None) is not None else [1.0] * channels)
     x = ((a - mean[:, None, None]) / std[:, None, None]).astype(dtype)[None]
@@ -304,7 +308,19 @@ def deprocess(x, net) -> np.ndarray:
     mean = np.asarray(net.mean if net.mean is not None else [0.0] * c)
     std = np.asarray(net.std if net.std is not None else [1.0] * c)
     a = a * std[:, None, None] + mean[:, None, None]
+    if c == 3 and channel_order(net) == "BGR":
+        a = a[::-1]
     return np.round(np.clip(a, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
+
+
+def channel_order(net) -> str:
+    """"RGB" (the default) or "BGR": the colour order of a 3-channel network's
+    input, from ``net.meta["channel_order"]`` (Caffe-trained weights such as
+    ``tc.zoo.vgg16_features`` take BGR; the native format keeps meta)."""
+    order = str((getattr(net, "meta", None) or {}).get("channel_order", "RGB")).upper()
+    if order not in ("RGB", "BGR"):
+        raise ShapeError(f"unknown channel_order {order!r} in the network's meta; expected RGB or BGR")
+    return order
 
 
 def contrast_image(x, percentile: float = 99.5) -> np.ndarray:
