@@ -543,3 +543,22 @@ def test_captum_occlusion(twin, window, stride):
         want,
         1e-6,
     )
+
+
+# ----------------------------------------------------------------------------
+# the command line: tinyconv saliency --method
+
+
+@pytest.mark.parametrize("method", ["gradcam", "integrated_gradients", "occlusion"])
+def test_cli_saliency_method_writes_the_map_and_its_overlay(tmp_path, method):
+    from PIL import Image
+
+    from tinyconv.cli import main
+
+    path = tmp_path / "digit.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (28, 28)).astype(np.uint8)).save(path)
+    out = tmp_path / "out"
+    assert main(["saliency", str(path), "--method", method, "-o", str(out)]) == 0
+    for name in (f"digit_{method}.png", f"digit_{method}_overlay.png"):
+        with Image.open(out / name) as im:
+            assert im.size == (224, 224)

@@ -15,7 +15,7 @@ import pytest
 import tinyconv as tc
 from tinyconv import Sequential
 from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
-from tinyconv.engine.train import small_cnn
+from tinyconv.engine.train import he_init, small_cnn
 from tinyconv.errors import TinyconvError
 from tinyconv.methods import sanity as S
 
@@ -158,3 +158,53 @@ def test_the_label_pair_memorises_permuted_labels():
     assert record["permuted_label_agreement"] < 0.5
     assert net_random.meta["label_randomisation"]["labels"] == "random"
     assert net_true.mean == (0.5,)
+
+
+# ----------------------------------------------------------------------------
+# the command line
+
+
+def digit_files(tmp_path, n=2):
+    from PIL import Image
+
+    rng = np.random.default_rng(8)
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"digit{i}.png"
+        Image.fromarray(rng.integers(0, 256, (28, 28)).astype(np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_cli_sanity_writes_tables_and_pictures(tmp_path, capsys):
+    from tinyconv.cli import main
+
+    net = small_cnn(classes=[str(i) for i in range(10)])
+    he_init(net, 0)
+    net.mean, net.std = (0.5,), (0.3,)
+    a, b = tmp_path / "a.npz", tmp_path / "b.npz"
+    net.save(a)
+    S.randomise(net, S.parameter_layers(net)).save(b)
+    out = tmp_path / "out"
+    rc = main(["sanity", *digit_files(tmp_path), "--weights", str(a), "--random-labels", str(b),
+               "--methods", "saliency,guided,gradcam", "-o", str(out)])  # fmt: skip
+    assert rc == 0
+    text = (out / "sanity.md").read_text()
+    assert "## Parameter randomisation, cascading: spearman_abs" in text
+    assert "data randomisation" in text and "| guided |" in text
+    for name in ("randomisation_cascading.png", "randomisation_independent.png", "sanity.json"):
+        assert (out / name).stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [(["--methods", "lrp"], "unknown method lrp"), (["--checks", "data"], "needs --random-labels"),
+     (["--max-images", "0"], "max-images")],
+)  # fmt: skip
+def test_cli_sanity_bad_options_exit_2(tmp_path, capsys, args, match):
+    from tinyconv.cli import main
+
+    out = tmp_path / "out"
+    assert main(["sanity", *digit_files(tmp_path, 1), *args, "-o", str(out)]) == 2
+    assert match in capsys.readouterr().err
+    assert not out.exists()
