@@ -208,3 +208,26 @@ def test_cli_sanity_bad_options_exit_2(tmp_path, capsys, args, match):
     assert main(["sanity", *digit_files(tmp_path, 1), *args, "-o", str(out)]) == 2
     assert match in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_block_cascade_on_vgg_style_names():
+    # the naming of the ONNX VGG-16 (block1_conv1 ... block5_conv3): one step per block
+    net = Sequential(
+        [
+            ("block1_conv1", Conv2d(1, 3, 3, padding=1, seed=0)),
+            ("block1_relu1", ReLU()),
+            ("block1_conv2", Conv2d(3, 3, 3, padding=1, seed=1)),
+            ("block1_relu2", ReLU()),
+            ("block1_pool", MaxPool2d(2)),
+            ("block2_conv1", Conv2d(3, 4, 3, padding=1, seed=2)),
+            ("block2_relu1", ReLU()),
+            ("flatten", Flatten()),
+            ("predictions", Linear(4 * 16, 3, seed=3)),
+        ],
+        input_shape=(1, 8, 8),
+    ).astype(np.float64)
+    groups = S.group_blocks(S.parameter_layers(net))
+    assert groups == [["predictions"], ["block2_conv1"], ["block1_conv2", "block1_conv1"]]
+    x = np.random.default_rng(9).standard_normal((1, 1, 8, 8))
+    r = S.parameter_randomisation(net, x, ("gradcam", "guided"), layers=groups[1:], progress=False)
+    assert r.steps == ["trained", "block2_conv1", "block1_conv2+block1_conv1"]

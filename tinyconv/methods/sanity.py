@@ -265,13 +265,15 @@ METHODS = tuple(attribution.METHODS)
 def method_options(net) -> dict:
     """Per-method options that keep the checks quick on small and large nets:
     16 Gauss-Legendre nodes, 10 SmoothGrad samples, an occlusion window of
-    about 1/7 of the input side with half its size as stride."""
+    about 1/7 of the input side with half its size as stride, and at most
+    16 images per pass for inputs of 128 pixels and more (VGG-16)."""
     side = min(net.input_shape[1:]) if net.input_shape else 28
     w = max(2, side // 7)
+    batch = 16 if side >= 128 else 256  # ImageNet-sized inputs: bounded memory per pass
     return {
-        "integrated_gradients": {"steps": 16},
+        "integrated_gradients": {"steps": 16, "batch_size": batch},
         "smoothgrad": {"samples": 10},
-        "occlusion": {"window": (w, w), "stride": (max(1, w // 2),) * 2},
+        "occlusion": {"window": (w, w), "stride": (max(1, w // 2),) * 2, "batch_size": batch},
     }
 
 
