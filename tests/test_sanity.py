@@ -231,3 +231,17 @@ def test_block_cascade_on_vgg_style_names():
     x = np.random.default_rng(9).standard_normal((1, 1, 8, 8))
     r = S.parameter_randomisation(net, x, ("gradcam", "guided"), layers=groups[1:], progress=False)
     assert r.steps == ["trained", "block2_conv1", "block1_conv2+block1_conv1"]
+
+
+def test_edge_map_is_the_sobel_magnitude_per_image_and_channel():
+    ndimage = pytest.importorskip("scipy.ndimage")
+    x = np.random.default_rng(10).standard_normal((2, 3, 9, 8))
+
+    def magnitude(a):  # scipy's sobel smooths along every other axis: one 2-D image at a time
+        return np.hypot(ndimage.sobel(a, axis=1, mode="nearest"), ndimage.sobel(a, axis=0, mode="nearest"))
+
+    want = np.array([[magnitude(ch) for ch in image] for image in x]).max(axis=1)
+    np.testing.assert_allclose(S.edge_map(x), want, rtol=1e-12)
+    net = small_net()
+    r = S.edge_similarity(net, np.random.default_rng(11).standard_normal((2, 1, 8, 8)), ("saliency",))
+    assert -1 <= r["saliency"]["spearman_abs"] <= 1

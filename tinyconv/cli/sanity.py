@@ -26,7 +26,7 @@ from ..pictures.demo import example_images, load_net, unique_stems
 from ..pictures.imaging import deprocess, preprocess, write_files
 from ._common import add_device_option, add_weights_option
 
-CHECKS = ("cascading", "independent", "classes", "data")
+CHECKS = ("cascading", "independent", "classes", "edges", "data")
 
 
 def register(subparsers) -> None:
@@ -48,9 +48,9 @@ def register(subparsers) -> None:
     )
     p.add_argument(
         "--checks",
-        default="cascading,independent,classes",
-        help=f"comma-separated checks of {','.join(CHECKS)} (default cascading,independent,classes; "
-        "data is added by --random-labels)",
+        default="cascading,independent,classes,edges",
+        help=f"comma-separated checks of {','.join(CHECKS)} (default cascading,independent,classes,edges; "
+        "data is added by --random-labels; edges: similarity to the input's Sobel edge map)",
     )
     p.add_argument(
         "--random-labels",
@@ -120,12 +120,15 @@ def run(args) -> int:
     summary = {}
     if "classes" in checks:
         summary["classes"] = record["classes"] = sanity.class_sensitivity(net, xs, methods)
+    if "edges" in checks:
+        summary["edges"] = record["edges"] = sanity.edge_similarity(net, xs, methods)
     if "data" in checks:
         data = sanity.compare_networks(net, other, xs, methods)
         data.pop("maps")
         summary["data"] = record["data"] = data
     if summary:
         lines += ["", "## " + " and ".join({"classes": "Class sensitivity (top class against every other)",
+                                             "edges": "similarity to the input's edge map",
                                              "data": "data randomisation (true against permuted labels)"}[k]
                                             for k in summary),  # fmt: skip
                   "", sanity.summary_table(summary).markdown()]  # fmt: skip

@@ -57,6 +57,8 @@ __all__ = [
     "train_label_pair",
     "compare_networks",
     "class_sensitivity",
+    "edge_map",
+    "edge_similarity",
     "Table",
     "Randomisation",
     "METHODS",
@@ -394,6 +396,29 @@ def class_sensitivity(net, x, methods=METHODS, others: int | None = None, option
         rows = [similarity(top[i], all_maps[m][r * n + i]) for r in range(1, take + 1) for i in range(n)]
         result[m] = {s: float(np.mean([row[s] for row in rows])) for s in SIMILARITIES}
     return result
+
+
+def edge_map(x) -> np.ndarray:
+    """A model-free reference map: the Sobel gradient magnitude of the input,
+    max over channels (Adebayo et al.'s "edge detector"): (N, C, H, W) -> (N, H, W)."""
+    a = np.asarray(to_numpy(x), np.float64)
+    p = np.pad(a, ((0, 0), (0, 0), (1, 1), (1, 1)), mode="edge")
+    gx = (p[..., :-2, 2:] + 2 * p[..., 1:-1, 2:] + p[..., 2:, 2:]) - (
+        p[..., :-2, :-2] + 2 * p[..., 1:-1, :-2] + p[..., 2:, :-2]
+    )
+    gy = (p[..., 2:, :-2] + 2 * p[..., 2:, 1:-1] + p[..., 2:, 2:]) - (
+        p[..., :-2, :-2] + 2 * p[..., :-2, 1:-1] + p[..., :-2, 2:]
+    )
+    return np.sqrt(gx**2 + gy**2).max(axis=1)
+
+
+def edge_similarity(net, x, methods=METHODS, targets=None, options=None) -> dict:
+    """method -> {similarity: mean over images} between each method's map of
+    the trained network and ``edge_map(x)``, which knows nothing of the
+    network. High values: the map is largely a function of the input's edges."""
+    ref = edge_map(x)
+    got = maps(net, x, methods, targets, options)
+    return {m: _mean_similarity(ref, got[m]) for m in methods}
 
 
 # ----------------------------------------------------------------------------
