@@ -27,6 +27,7 @@ from .engine.layers import (
 )
 from .engine.network import Sequential
 from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
+from .methods.attribution import gradcam, guided_gradcam, input_x_gradient, integrated_gradients, occlusion
 from .methods.classviz import class_model, class_models
 from .methods.localisation.pipeline import localize
 from .methods.saliency import input_gradient, saliency, smoothgrad
@@ -53,4 +54,6 @@ __all__ = [
     "load", "save", "load_checkpoint", "from_torch", "load_onnx",
     # the paper's methods
     "preprocess", "input_gradient", "saliency", "smoothgrad", "class_model", "class_models", "localize",
+    # beyond the paper
+    "input_x_gradient", "integrated_gradients", "gradcam", "guided_gradcam", "occlusion",
 ]

@@ -6,12 +6,15 @@
 For each image writes ``<stem>_saliency.png`` (M_ij = max_ch |∂S_c/∂I|),
 ``<stem>_overlay.png``, ``<stem>_gradient.png`` (signed) and
 ``<stem>_panel.png`` (all side by side), plus ``<stem>_smoothgrad.png`` with
-``--smoothgrad``. Every input is checked before anything is written.
+``--smoothgrad``. ``--method`` (beyond the paper, except ``saliency``)
+writes ``<stem>_<method>.png`` and its overlay instead. Every input is
+checked before anything is written.
 """
 
 from __future__ import annotations
 
 from ..errors import TinyconvError
+from ..methods.attribution import METHODS
 from ..pictures.demo import load_net, parse_target, saliency_figures, unique_stems
 from ..pictures.imaging import preprocess, write_files
 from ._common import add_device_option, add_weights_option
@@ -28,6 +31,13 @@ def register(subparsers) -> None:
     add_weights_option(p)
     p.add_argument("--target", metavar="C", help="class index or name (default: each image's top class)")
     p.add_argument("--smoothgrad", action="store_true", help="also SmoothGrad (beyond the paper)")
+    p.add_argument(
+        "--method",
+        choices=tuple(METHODS),
+        default="saliency",
+        help="the map to draw: saliency (the paper's, default) or, beyond the paper, "
+        + ", ".join(m for m in METHODS if m != "saliency"),
+    )
     p.add_argument("--samples", type=int, default=25, help="SmoothGrad: noisy copies (default 25)")
     p.add_argument(
         "--sigma-fraction",
@@ -57,11 +67,21 @@ def run(args) -> int:
     if args.smoothgrad:
         noise = {"sigma": args.sigma} if args.sigma is not None else {"sigma_fraction": args.sigma_fraction}
         smooth = {"samples": args.samples, **noise, "seed": args.seed}
-    figs = [
-        f
-        for x, stem in zip(xs, unique_stems(args.images), strict=True)
-        for f in saliency_figures(net, x, stem, target, smooth)
-    ]
+    if args.method != "saliency":  # beyond the paper: tinyconv.pictures.beyond draws the map
+        from ..pictures.beyond import method_figures
+
+        options = {"smoothgrad": smooth or {"samples": args.samples, "seed": args.seed}}
+        figs = [
+            f
+            for x, stem in zip(xs, unique_stems(args.images), strict=True)
+            for f in method_figures(net, x, stem, target, [args.method], options)
+        ]
+    else:
+        figs = [
+            f
+            for x, stem in zip(xs, unique_stems(args.images), strict=True)
+            for f in saliency_figures(net, x, stem, target, smooth)
+        ]
     written = write_files(args.output, {f.name: f.image for f in figs})
     print(f"wrote {len(written)} files to {args.output}")
     return 0

@@ -3,6 +3,15 @@
 The backward pass is the chain rule applied layer by layer in reverse; the
 only switch is the ReLU rule, so the same loop computes gradients, DeconvNet
 reconstructions and guided backprop (see ``relu_rule``).
+
+Taps (the activation and the gradient at inner layers, no hooks):
+``forward(x, keep=True)`` stores each layer's output A in
+``activations[name]``; ``backward(seed, keep=True)`` stores ∂L/∂A, the
+gradient with respect to each layer's output, in ``gradients[name]`` (and
+the input gradient under "input"). One forward and one backward pass give
+both at every layer, e.g. Grad-CAM's A^k and ∂S_c/∂A^k
+(``tinyconv.methods.attribution.gradcam``). The dicts are replaced on the
+next pass; a layer's name is its key.
 """
 
 from __future__ import annotations
