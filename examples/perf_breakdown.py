@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from tinyconv.engine import layers as L
+from tinyconv.engine import fastconv as L
+from tinyconv.engine import functional
 
 RNG = np.random.default_rng(0)
 VGG_SHAPES = [(64, 64, 224), (64, 128, 112), (128, 128, 112), (256, 256, 56), (512, 512, 28), (512, 512, 14)]
@@ -52,7 +53,7 @@ def conv_case(c, f, h):
 
 
 def forward_pieces(c=64, f=64, h=224):
-    """The tiled forward of ``_correlate``, its three steps timed apart."""
+    """The tiled forward of ``fastconv.correlate``, its three steps timed apart."""
     x, w, b = conv_case(c, f, h)
     w2 = w.reshape(f, -1)
     ckk = w2.shape[1]
@@ -81,7 +82,7 @@ def forward_pieces(c=64, f=64, h=224):
     print(f"1. conv {c}->{f} at {h}x{h}, forward {whole:.1f} ms ({rate:.0f} GFLOP/s), {len(tiles)} tiles:")
     pieces = {"unfold": unfold, "GEMMs alone": gemms, "bias + copy into y": copy_out}
     print("   " + ", ".join(f"{name} {ms(fn):.1f} ms" for name, fn in pieces.items()))
-    print(f"   a padded copy of the input (not made any more): {ms(lambda: L._pad(x, 1, 1)):.1f} ms")
+    print(f"   a padded copy of the input (not made any more): {ms(lambda: functional.pad(x, 1, 1)):.1f} ms")
 
 
 def gemm_speed():
@@ -95,20 +96,16 @@ def gemm_speed():
 
 def input_gradient_forms():
     print("3. input gradient of a conv at batch 1, as a flipped-kernel convolution and by col2im:")
-    saved = L.DIRECT_DX_PIXELS_PER_CHANNEL
-    try:
-        for c, f, h in VGG_SHAPES:
-            x, w, b = conv_case(c, f, h)
-            dy = RNG.standard_normal((1, f, h, h), dtype=np.float32)
-            _, cache = L.conv2d_forward(x, w, b, 1, 1)
-            times = {}
-            for form, threshold in (("convolution", 0), ("col2im", 10**9)):
-                L.DIRECT_DX_PIXELS_PER_CHANNEL = threshold
-                times[form] = ms(lambda cache=cache, dy=dy: L.conv2d_backward(dy, cache, param_grads=False))
-            cells = ", ".join(f"{k} {v:.1f} ms" for k, v in times.items())
-            print(f"   {c}->{f} at {h}x{h}: {cells}")
-    finally:
-        L.DIRECT_DX_PIXELS_PER_CHANNEL = saved
+    for c, f, h in VGG_SHAPES:
+        x, w, b = conv_case(c, f, h)
+        dy = RNG.standard_normal((1, f, h, h), dtype=np.float32)
+        _, cache = L.conv2d_forward(x, w, b, 1, 1)
+        times = {}
+        for form, crossover in (("convolution", 0), ("col2im", 10**9)):
+            times[form] = ms(lambda cache=cache, dy=dy, crossover=crossover: L.conv2d_backward(
+                dy, cache, param_grads=False, dx_crossover=crossover))
+        cells = ", ".join(f"{k} {v:.1f} ms" for k, v in times.items())
+        print(f"   {c}->{f} at {h}x{h}: {cells}")
     w = RNG.standard_normal((512, 512, 3, 3), dtype=np.float32)
     flip = ms(lambda: np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)))
     print(f"   the flipped, transposed copy of a 512x512x3x3 kernel: {flip:.1f} ms")

@@ -25,6 +25,7 @@ from tinyconv.engine.backend import (
     to_device,
     to_numpy,
 )
+from tinyconv.engine.functional import col2im, im2col, unpool
 from tinyconv.engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -34,9 +35,6 @@ from tinyconv.engine.layers import (
     Linear,
     MaxPool2d,
     ReLU,
-    col2im,
-    im2col,
-    unpool,
 )
 from tinyconv.errors import TinyconvError
 
@@ -161,7 +159,7 @@ def _run(net, x, seed, device, rule="gradient"):
         if isinstance(layer, MaxPool2d):
             arrays["switches"] = layer.switches
         if isinstance(layer, Dropout) and layer.cache is not None:
-            arrays["mask"] = layer.cache
+            arrays["mask"] = layer.cache.mask
     return arrays
 
 
@@ -268,6 +266,27 @@ def test_both_forms_of_the_conv_input_gradient_on_the_fake_device(fake, channels
     want = host.backward(dy)
     got = device.backward(fake.asarray(dy))
     assert isinstance(got, FakeArray)
+    np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("form, crossover", [("convolution", 0), ("col2im", 10**9)])
+def test_each_form_of_dx_forced_by_tuning_stays_on_the_fake_device(fake, form, crossover):
+    """The same layer shape, each dx form forced through ``Conv2d.tuning``,
+    with small tiles (many per image): on the device, equal to NumPy's."""
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((2, 3, 7, 6))
+    dy = rng.standard_normal((2, 3, 7, 6))
+    tuning = {"dx_crossover": crossover, "tile_bytes": 256, "min_columns": 4}
+    host = Conv2d(3, 3, 3, padding=1, seed=2).astype(np.float64)
+    device = Conv2d(3, 3, 3, padding=1, seed=2).astype(np.float64).to("fake")
+    host.tuning = device.tuning = tuning
+    host.forward(x)
+    device.forward(fake.asarray(x))
+    want = host.backward(dy)
+    got = device.backward(fake.asarray(dy))
+    assert device.dx_form == host.dx_form == form
+    assert isinstance(got, FakeArray) and isinstance(device.grads["weight"], FakeArray)
     np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
 

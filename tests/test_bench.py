@@ -1,5 +1,6 @@
 """tinyconv.tools.bench: the report's structure, the equality of the work timed on
-both sides, the FLOP count, and the tiled convolution the benchmark drove.
+both sides, the FLOP count. (The tiled convolution the benchmark drives is
+tested in test_fastconv.py.)
 
 Timings are never asserted: the machine is shared and noisy.
 """
@@ -8,11 +9,8 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from tinyconv.cli import main as cli_main
-from tinyconv.engine import layers as L
 from tinyconv.engine.backend import synchronize
 from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.engine.network import Sequential
@@ -132,74 +130,6 @@ def test_training_steps_agree_with_pytorch_sgd():
         for p, value in zip(net.parameters(), saved, strict=True):
             p.value[...] = value
         net.zero_grad()
-
-
-# ----------------------------------------------------------------------------
-# the tiled convolution: every tiling agrees with the plain im2col formula
-
-
-def plain_conv(x, w, b, stride, padding):
-    f = w.shape[0]
-    cols = L.im2col(x, w.shape[2:], stride, padding)  # (N, CKK, P)
-    oh = L.output_size(x.shape[2], w.shape[2], stride[0], padding[0])
-    ow = L.output_size(x.shape[3], w.shape[3], stride[1], padding[1])
-    y = (w.reshape(f, -1) @ cols + b[:, None]).reshape(x.shape[0], f, oh, ow)
-    return y, cols
-
-
-@given(
-    n=st.integers(1, 3),
-    c=st.integers(1, 3),
-    h=st.integers(3, 12),
-    w=st.integers(3, 12),
-    f=st.integers(1, 4),
-    kernel=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    stride=st.tuples(st.integers(1, 3), st.integers(1, 3)),
-    padding=st.tuples(st.integers(0, 1), st.integers(0, 1)),
-    tile=st.sampled_from([(1, 1), (64, 3), (400, 5), (1 << 21, 768)]),
-    direct=st.sampled_from([0, 10**9]),
-    seed=st.integers(0, 2**16),
-)
-def test_tiled_convolution_equals_the_plain_formula(
-    n, c, h, w, f, kernel, stride, padding, tile, direct, seed
-):
-    """Whatever the tile size (one output pixel, a few rows, whole images)
-    and whichever form dx takes (the flipped-kernel convolution wherever it
-    applies, or col2im everywhere), forward, dx, dW and db equal the one-shot
-    im2col / col2im products, in float64."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, c, h, w))
-    weight = rng.standard_normal((f, c, *kernel))
-    bias = rng.standard_normal(f)
-    saved = L.TILE_BYTES, L.TILE_MIN_COLUMNS, L.DIRECT_DX_PIXELS_PER_CHANNEL
-    L.TILE_BYTES, L.TILE_MIN_COLUMNS = tile
-    L.DIRECT_DX_PIXELS_PER_CHANNEL = direct
-    try:
-        y, cache = L.conv2d_forward(x, weight, bias, stride, padding)
-        dy = rng.standard_normal(y.shape)
-        dx, dw, db = L.conv2d_backward(dy, cache)
-        dx_only, no_dw, no_db = L.conv2d_backward(dy, cache, param_grads=False)
-    finally:
-        L.TILE_BYTES, L.TILE_MIN_COLUMNS, L.DIRECT_DX_PIXELS_PER_CHANNEL = saved
-    want, cols = plain_conv(x, weight, bias, stride, padding)
-    np.testing.assert_allclose(y, want, rtol=1e-12, atol=1e-12)
-    dy2 = dy.reshape(n, f, -1)
-    want_dx = L.col2im(weight.reshape(f, -1).T @ dy2, x.shape, kernel, stride, padding)
-    np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dx_only, want_dx, rtol=1e-12, atol=1e-12)
-    want_dw = np.einsum("nfp,nkp->fk", dy2, cols).reshape(weight.shape)
-    np.testing.assert_allclose(dw, want_dw, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(db, dy2.sum(axis=(0, 2)), rtol=1e-12, atol=1e-12)
-    assert no_dw is None and no_db is None
-    assert y.dtype == dx.dtype == dw.dtype == np.float64
-
-
-def test_tiles_cover_every_output_pixel_once():
-    for n, oh, ow, ckk in [(1, 224, 224, 576), (8, 14, 14, 4608), (256, 7, 7, 288), (3, 5, 1000, 9)]:
-        covered = np.zeros((n, oh), dtype=int)
-        for n0, n1, r0, r1 in L._conv_tiles(n, oh, ow, ckk, 4):
-            covered[n0:n1, r0:r1] += 1
-        assert (covered == 1).all()
 
 
 def test_float32_stays_float32():

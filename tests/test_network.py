@@ -17,7 +17,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from tinyconv import Sequential
-from tinyconv.engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU, relu_backward
+from tinyconv.engine.functional import ReLUCache, relu_backward
+from tinyconv.engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.errors import RuleError, ShapeError
 
 SEEDS = [0, 1, 2]
@@ -233,7 +234,7 @@ def test_backward_under_a_rule_is_the_chain_with_that_rule(case, rule):
         layer = net.layers[i]
         if isinstance(layer, ReLU):
             before = x if i == 0 else net.activations[names[i - 1]]
-            g = relu_backward(g, before > 0, rule)
+            g = relu_backward(g, ReLUCache(before > 0), rule)
         else:
             g = layer.backward(g, param_grads=False)
     np.testing.assert_array_equal(got, g)

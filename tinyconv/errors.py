@@ -29,3 +29,9 @@ class WeightsError(TinyconvError, ValueError):
 
 class DataError(TinyconvError, ValueError):
     """A dataset file that is missing or malformed."""
+
+
+class PrecisionWarning(UserWarning):
+    """Parameter gradients computed in a wider dtype than the parameters were
+    rounded on the way into ``layer.grads`` (e.g. float64 input to a float32
+    network): cast the network (``net.astype(np.float64)``) for float64 checks."""

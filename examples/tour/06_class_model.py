@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 import tinyconv as tc
+from tinyconv.engine.functional import softmax
 from tinyconv.methods.classviz import class_model
 from tinyconv.pictures import imaging
 
@@ -35,8 +36,7 @@ print(f"{'step':>4}  {'S_c (score)':>11}  {'S_c (softmax)':>13}  {'P_c (softmax)
 for k in range(0, steps + 1, 5):
     print(f"{k:4d}  {score['score'][k]:11.2f}  {soft['score'][k]:13.2f}  {soft['posterior'][k]:13.3f}")
 rose = int((np.diff(score["objective"]) > 0).sum())
-p = np.exp(runs["softmax"].scores - runs["softmax"].scores.max())
-seed_norm = np.linalg.norm(np.eye(10)[c] - p / p.sum())
+seed_norm = np.linalg.norm(np.eye(10)[c] - softmax(runs["softmax"].scores))
 print(f"score objective S_c − λ‖I‖² rose at {rose} of {steps} steps")
 print(f"softmax objective: last seed ‖e_c − softmax(S)‖ = {seed_norm:.3f} (the score objective's is 1)")
 assert score["score"][-1] > score["score"][0] + 50 and rose >= 0.9 * steps, "gradient ascent climbs"

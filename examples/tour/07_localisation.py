@@ -12,6 +12,8 @@ Needs PyMaxflow and scipy (pip install 'tinyconv[localize]'). Writes localisatio
 """
 
 import argparse
+import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +27,9 @@ from tinyconv.pictures import imaging
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("-o", "--out", type=Path, default=Path("."), help="folder for the PNG (default: here)")
 out = parser.parse_args().out
+if missing := [m for m in ("maxflow", "scipy") if importlib.util.find_spec(m) is None]:
+    print(f"step 7 skipped: {', '.join(missing)} missing (pip install 'tinyconv[localize]')")
+    sys.exit(0)
 repo = Path(__file__).resolve().parents[2]
 net = tc.load(repo / "weights" / "mnist_cnn.npz")
 pixels = np.asarray(Image.open(repo / "examples" / "digits" / "digit_3.png").convert("L"))  # (28, 28) uint8

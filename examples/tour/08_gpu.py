@@ -7,7 +7,8 @@ CuPy for GPU arrays. Moving the parameters (net.to("cuda")) and the input
 device the input was on. What does change: sums run in another order, so
 float32 results agree to rounding (~1e-6 relative), not bit for bit; and GPU
 kernels run asynchronously, so a timer must synchronise before reading the clock.
-Without a GPU (tinyconv.cuda_available() is False) the step says why and exits 0.
+Needs a GPU with CuPy (pip install 'tinyconv[gpu]'); without one
+(tinyconv.cuda_available() is False) the step says why and exits 0.
 """
 
 import sys

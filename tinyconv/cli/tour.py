@@ -30,10 +30,12 @@ def _list() -> int:
     from ..tools import tour
 
     folder = tour.tour_dir()
-    print(f"The backprop tour: {len(tour.steps(folder))} scripts in {folder} (read docs/tour.md)")
+    print(f"The backprop tour: {len(tour.steps(folder))} scripts in {folder} (read docs/tour.md);")
+    print("each needs NumPy and Pillow only, unless it says more")
     for s in tour.steps(folder):
         pictures = f"  -> {', '.join(s.writes)}" if s.writes else ""
-        print(f"  {s.number}. {s.title}  [{s.name}]{pictures}")
+        needs = f"  (needs {s.needs}; skipped without)" if s.needs else ""
+        print(f"  {s.number}. {s.title}  [{s.name}]{pictures}{needs}")
     print("Run one with `tinyconv tour N`, all of them with `tinyconv tour all`.")
     return 0
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from ..errors import RuleError, ShapeError, TinyconvError
 from .backend import device_of, get_array_module
-from .layers import RULES, Layer, ReLU
+from .functional import RULES
+from .layers import Layer, ReLU
 
 Parameter = namedtuple("Parameter", "name value grad")
 
@@ -59,7 +60,6 @@ class Sequential:
         self.meta = dict(meta or {})
         self.activations: dict = {}
         self.gradients: dict = {}
-        self._output_shapes: dict = {}  # layer name -> output shape of the last forward
         if self.input_shape is not None:
             out = self.output_shapes(self.input_shape)[-1]
             if self.classes is not None and out != (len(self.classes),):
@@ -172,7 +172,7 @@ class Sequential:
         ``backward`` after ``predict`` is refused until the next forward.
         """
         self.check_input(x)
-        self.activations, self._output_shapes = {}, {}
+        self.activations = {}
         xp = get_array_module(x)
         owned = False  # may the current array be overwritten? never the caller's x
         for layer in self.layers:
@@ -185,12 +185,13 @@ class Sequential:
         """Run the forward pass up to and including ``layer`` (name or index)."""
         stop = self.index(layer)
         self.check_input(x)
-        self.activations, self._output_shapes = {}, {}
+        self.activations = {}
         for current in self.layers[: stop + 1]:
             x = current.forward(x)
-            self._output_shapes[current.name] = tuple(x.shape)
             if keep:
                 self.activations[current.name] = x
+        for later in self.layers[stop + 1 :]:  # their caches belong to an older input
+            later.forget()
         return x
 
     def backward(self, grad, param_grads: bool = True, start=None, keep: bool = False):
@@ -204,17 +205,7 @@ class Sequential:
                      and the input gradient under "input".
         """
         stop = len(self.layers) - 1 if start is None else self.index(start)
-        layer = self.layers[stop]
-        expected = self._output_shapes.get(layer.name)
-        if expected is None:
-            raise ShapeError(f"call forward before backward: layer {layer.name!r} has no cached forward pass")
-        if tuple(grad.shape) != expected:
-            raise ShapeError(
-                f"gradient has shape {tuple(grad.shape)}, expected {expected} "
-                f"(output of layer {layer.name!r})"
-            )
-        if np.dtype(grad.dtype).kind != "f":
-            raise ShapeError(f"gradient must be floating point, got dtype {grad.dtype}")
+        self.layers[stop].check_gradient(grad)  # each layer's backward checks its own again
         if not _finite(grad):
             raise ShapeError("gradient contains NaN or infinite values")
         self.gradients = {}

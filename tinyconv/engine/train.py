@@ -11,7 +11,7 @@ epoch number (the shuffle, the dropout masks, the flips), so a run is
 reproducible bit for bit, and a run resumed from the checkpoint written after
 epoch e continues exactly as the uninterrupted run: the checkpoint holds the
 weights, the momentum buffers, the step count and the history (see
-``save_checkpoint``).
+``save_checkpoint`` and ``load_training_state``).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from ..errors import DataError, ShapeError, WeightsError
 from ..progress import Progress
 from .backend import get_array_module, to_device, to_numpy
+from .functional import log_softmax, softmax
 from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from .network import Sequential
 
@@ -39,7 +40,7 @@ __all__ = [
     "evaluate",
     "fit",
     "save_checkpoint",
-    "load_checkpoint",
+    "load_training_state",
     "SCHEDULES",
 ]
 
@@ -55,7 +56,7 @@ def softmax_cross_entropy(scores, labels):
 
     scores: (N, K) float, labels: (N,) ints in [0, K)
     -> (loss: Python float, dscores: (N, K) = (softmax(S) − onehot(y)) / N).
-    Stable: log-sum-exp is taken after subtracting each row's maximum.
+    Stable: ``functional.log_softmax`` takes each row's maximum out first.
     """
     xp = get_array_module(scores)
     if scores.ndim != 2:
@@ -70,13 +71,9 @@ def softmax_cross_entropy(scores, labels):
         raise ShapeError(f"labels must be integers, got dtype {labels.dtype}")
     if n and (int(labels.min()) < 0 or int(labels.max()) >= k):
         raise ShapeError(f"labels must lie in [0, {k}), got range [{int(labels.min())}, {int(labels.max())}]")
-    shifted = scores - scores.max(axis=1, keepdims=True)  # (N, K), max 0 per row
-    exp = xp.exp(shifted)
-    total = exp.sum(axis=1, keepdims=True)  # (N, 1), >= 1
     rows = xp.arange(n)
-    log_p = shifted[rows, labels] - xp.log(total[:, 0])  # (N,) log softmax at the label
-    loss = -float(log_p.mean())
-    dscores = exp / total
+    loss = -float(log_softmax(scores)[rows, labels].mean())  # the label's log P, averaged
+    dscores = softmax(scores)
     dscores[rows, labels] -= 1
     return loss, dscores / n
 
@@ -320,8 +317,10 @@ def save_checkpoint(net: Sequential, optimizer: SGD | None, path):
         net.meta = saved
 
 
-def load_checkpoint(path) -> tuple[Sequential, dict]:
-    """(net, momentum buffers) from a checkpoint written by ``fit``."""
+def load_training_state(path) -> tuple[Sequential, dict]:
+    """(net, momentum buffers) from a training checkpoint written by ``fit``,
+    to resume training (``tinyconv.load_checkpoint`` is another thing: it reads
+    a trained network from a PyTorch or safetensors file)."""
     from ..models.native import load  # noqa: PLC0415
 
     net = load(path)
@@ -342,30 +341,12 @@ def _epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
 
 
 def fit(
-    net: Sequential,
-    x_train,
-    y_train,
-    x_val=None,
-    y_val=None,
-    *,
-    epochs: int = 10,
-    batch_size: int = 128,
-    lr: float = 0.05,
-    momentum: float = 0.9,
-    weight_decay: float = 5e-4,
-    schedule: str = "cosine",
-    step_size: int = 3,
-    gamma: float = 0.1,
-    seed: int = 0,
-    flip: bool = False,
-    checkpoint=None,
-    resume=None,
-    init: bool = True,
-    device: str | None = None,
-    progress: bool = True,
-    log=None,
-    stop_after: int | None = None,
-) -> Sequential:
+    net: Sequential, x_train, y_train, x_val=None, y_val=None, *,
+    epochs: int = 10, batch_size: int = 128, lr: float = 0.05, momentum: float = 0.9,
+    weight_decay: float = 5e-4, schedule: str = "cosine", step_size: int = 3, gamma: float = 0.1,
+    seed: int = 0, flip: bool = False, checkpoint=None, resume=None, init: bool = True,
+    device: str | None = None, progress: bool = True, log=None, stop_after: int | None = None,
+) -> Sequential:  # fmt: skip
     """Train ``net`` with mini-batch SGD on softmax cross-entropy.
 
     x_train: (N, C, H, W) float (host), y_train: (N,) ints; x_val, y_val the
@@ -381,12 +362,7 @@ def fit(
     Returns the trained network (the resumed one when ``resume`` is given),
     in inference mode.
     """
-    x_train = to_numpy(x_train)
-    y_train = to_numpy(y_train).astype(np.int64)
-    _check_data(x_train, y_train, "training")
-    if x_val is not None:
-        x_val, y_val = to_numpy(x_val), to_numpy(y_val).astype(np.int64)
-        _check_data(x_val, y_val, "validation")
+    x_train, y_train, x_val, y_val = _fit_data(x_train, y_train, x_val, y_val)
     if schedule not in SCHEDULES:
         raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     if batch_size < 1 or epochs < 1:
@@ -397,74 +373,106 @@ def fit(
         "weight_decay": float(weight_decay), "schedule": schedule, "step_size": int(step_size),
         "gamma": float(gamma), "seed": int(seed), "flip": bool(flip), "train_size": int(len(x_train)),
     }  # fmt: skip
-    buffers = None
-    if resume is not None:
-        net, buffers = load_checkpoint(resume)
-        done = int(net.meta["training"]["epochs_done"])
-        old = net.meta["training"].get("hyper", {})
-        changed = {k: (old.get(k), v) for k, v in hyper.items() if old.get(k) != v}
-        if changed:
-            log(f"warning: resuming with changed settings {changed}: the run will differ from a straight one")
-        history = list(net.meta["training"].get("history", []))
-        log(f"resuming from {resume} after epoch {done}")
-    else:
-        done, history = 0, []
-        if init:
-            he_init(net, seed)
+    net, done, history, buffers = _start(net, resume, hyper, init, log)
     device = device or net.device
     net.to(device)
     net.check_input(to_device(np.asarray(x_train[:1], dtype=net.dtype), device))
     optimizer = SGD(net, lr, momentum, weight_decay)
     if buffers:
         optimizer.load_state(buffers)
-    steps_per_epoch = math.ceil(len(x_train) / batch_size)
-    total_steps = steps_per_epoch * epochs
-    dropouts = [layer for layer in net.layers if isinstance(layer, Dropout)]
     last = epochs if stop_after is None else min(epochs, done + int(stop_after))
     start_time = time.perf_counter()
     for epoch in range(done, last):
-        net.train()
-        order = _epoch_rng(seed, epoch, 0).permutation(len(x_train))
-        flips = _epoch_rng(seed, epoch, 1)
-        for i, layer in enumerate(dropouts):
-            layer.rng = _epoch_rng(seed, epoch, 10 + i)
-        t0 = time.perf_counter()
-        loss_sum = correct = seen = 0
-        with Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", disable=not progress) as bar:
-            for b, idx in enumerate(_batches(len(x_train), batch_size, order)):
-                step = epoch * steps_per_epoch + b
-                rate = learning_rate(schedule, lr, step, total_steps, epoch, step_size, gamma)
-                xb = np.asarray(x_train[idx], dtype=net.dtype)
-                if flip:
-                    mirror = flips.random(len(idx)) < 0.5
-                    xb[mirror] = xb[mirror][..., ::-1]
-                xb, yb = to_device(xb, device), to_device(y_train[idx], device)
-                scores = net.forward(xb)
-                loss, dscores = softmax_cross_entropy(scores, yb)
-                if not math.isfinite(loss):
-                    raise ValueError(
-                        f"the loss became {loss} at epoch {epoch + 1}, step {b}: lower the learning rate"
-                    )
-                net.zero_grad()
-                net.backward(dscores)
-                optimizer.step(rate)
-                loss_sum += loss * len(idx)
-                correct += int((to_numpy(scores.argmax(axis=1)) == y_train[idx]).sum())
-                seen += len(idx)
-                bar.update(1, loss=loss_sum / seen, acc=correct / seen, lr=rate)
-        seconds = time.perf_counter() - t0
-        record = {"epoch": epoch + 1, "lr": rate, "train_loss": loss_sum / seen, "train_acc": correct / seen,
-                  "seconds": round(seconds, 2)}  # fmt: skip
+        record = _train_epoch(net, optimizer, x_train, y_train, epoch, hyper, device, progress)
         if x_val is not None:
+            t0 = time.perf_counter()
             record["val_loss"], record["val_acc"] = _evaluate(net, x_val, y_val)
-            record["eval_seconds"] = round(time.perf_counter() - t0 - seconds, 2)
+            record["eval_seconds"] = round(time.perf_counter() - t0, 2)
         history.append(record)
-        held_out = " | held-out loss {val_loss:.4f} acc {val_acc:.4f}" if "val_acc" in record else ""
-        log(("epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.4f}" + held_out).format(**record)
-            + f" | {seconds:.1f} s")  # fmt: skip
+        log(_epoch_line(record))
         net.meta["training"] = {"epochs_done": epoch + 1, "hyper": hyper, "history": history}
         if checkpoint is not None:
             save_checkpoint(net, optimizer, checkpoint)
     net.meta.setdefault("training", {"epochs_done": done, "hyper": hyper, "history": history})
     net.meta["training"]["wall_seconds_this_call"] = round(time.perf_counter() - start_time, 1)
     return net.eval()
+
+
+def _epoch_line(record: dict) -> str:
+    held_out = " | held-out loss {val_loss:.4f} acc {val_acc:.4f}" if "val_acc" in record else ""
+    line = "epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.4f}" + held_out
+    return line.format(**record) + f" | {record['seconds']:.1f} s"
+
+
+def _fit_data(x_train, y_train, x_val, y_val):
+    """The training (and held-out) arrays on the host, labels int64, checked."""
+    x_train = to_numpy(x_train)
+    y_train = to_numpy(y_train).astype(np.int64)
+    _check_data(x_train, y_train, "training")
+    if x_val is not None:
+        x_val, y_val = to_numpy(x_val), to_numpy(y_val).astype(np.int64)
+        _check_data(x_val, y_val, "validation")
+    return x_train, y_train, x_val, y_val
+
+
+def _start(net, resume, hyper, init, log):
+    """(net, epochs done, history, momentum buffers): a fresh start (He init
+    when ``init``) or the state of the checkpoint ``resume``."""
+    if resume is None:
+        if init:
+            he_init(net, hyper["seed"])
+        return net, 0, [], None
+    net, buffers = load_training_state(resume)
+    done = int(net.meta["training"]["epochs_done"])
+    old = net.meta["training"].get("hyper", {})
+    changed = {k: (old.get(k), v) for k, v in hyper.items() if old.get(k) != v}
+    if changed:
+        log(f"warning: resuming with changed settings {changed}: the run will differ from a straight one")
+    log(f"resuming from {resume} after epoch {done}")
+    return net, done, list(net.meta["training"].get("history", [])), buffers
+
+
+def _train_epoch(net, optimizer, x_train, y_train, epoch, hyper, device, progress) -> dict:
+    """One epoch of SGD steps; returns its record (epoch, lr, loss, accuracy, seconds)."""
+    seed, batch_size, epochs = hyper["seed"], hyper["batch_size"], hyper["epochs"]
+    steps_per_epoch = math.ceil(len(x_train) / batch_size)
+    net.train()
+    order = _epoch_rng(seed, epoch, 0).permutation(len(x_train))
+    flips = _epoch_rng(seed, epoch, 1)
+    for i, layer in enumerate(layer for layer in net.layers if isinstance(layer, Dropout)):
+        layer.rng = _epoch_rng(seed, epoch, 10 + i)
+    t0 = time.perf_counter()
+    loss_sum = correct = seen = 0
+    with Progress(steps_per_epoch, f"epoch {epoch + 1}/{epochs}", disable=not progress) as bar:
+        for b, idx in enumerate(_batches(len(x_train), batch_size, order)):
+            step = epoch * steps_per_epoch + b
+            rate = learning_rate(hyper["schedule"], hyper["lr"], step, steps_per_epoch * epochs, epoch,
+                                 hyper["step_size"], hyper["gamma"])  # fmt: skip
+            xb = np.asarray(x_train[idx], dtype=net.dtype)
+            if hyper["flip"]:
+                mirror = flips.random(len(idx)) < 0.5
+                xb[mirror] = xb[mirror][..., ::-1]
+            yb = to_device(y_train[idx], device)
+            scores, loss = _sgd_step(net, optimizer, to_device(xb, device), yb, rate)
+            if not math.isfinite(loss):
+                raise ValueError(
+                    f"the loss became {loss} at epoch {epoch + 1}, step {b}: lower the learning rate"
+                )
+            loss_sum += loss * len(idx)
+            correct += int((to_numpy(scores.argmax(axis=1)) == y_train[idx]).sum())
+            seen += len(idx)
+            bar.update(1, loss=loss_sum / seen, acc=correct / seen, lr=rate)
+    return {"epoch": epoch + 1, "lr": rate, "train_loss": loss_sum / seen, "train_acc": correct / seen,
+            "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
+
+
+def _sgd_step(net, optimizer, xb, yb, rate):
+    """Forward, loss, backward, update: (scores, loss) of the batch before the
+    update. A non-finite loss leaves the weights untouched."""
+    scores = net.forward(xb)
+    loss, dscores = softmax_cross_entropy(scores, yb)
+    if math.isfinite(loss):
+        net.zero_grad()
+        net.backward(dscores)
+        optimizer.step(rate)
+    return scores, loss

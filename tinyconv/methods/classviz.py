@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.backend import get_array_module, to_numpy
+from ..engine.functional import one_hot, softmax
 from ..errors import TargetError
 from ..pictures.imaging import deprocess
 from ..progress import Progress
-from .saliency import inference_mode, resolve_targets
+from .saliency import eval_mode, resolve_targets
 
 __all__ = ["ClassModel", "class_model", "class_models", "OBJECTIVES"]
 
@@ -78,8 +79,7 @@ class ClassModel:
     @property
     def posterior(self) -> float:
         """Final softmax probability P_c."""
-        z = self.scores - self.scores.max()
-        return float(np.exp(z[self.target]) / np.exp(z).sum())
+        return float(softmax(self.scores)[self.target])
 
     @property
     def top_class(self) -> int:
@@ -92,13 +92,6 @@ class ClassModel:
             f"{name(self.runner_up_class)!r} {self.runner_up:.3f}, P_c = {self.posterior:.4f} "
             f"after {self.params['steps']} steps ({self.params['objective']} objective)"
         )
-
-
-def _softmax(s):
-    """Row-wise softmax of scores (B, K)."""
-    xp = get_array_module(s)
-    e = xp.exp(s - s.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
 
 
 def _gaussian_blur(x, sigma: float):
@@ -223,8 +216,7 @@ def class_models(
     b = len(cs)
     rows = np.arange(b)
     x = xp.zeros((b, *net.input_shape), dtype=net.dtype)  # I, (B, C, H, W)
-    onehot = xp.zeros((b, k), dtype=net.dtype)
-    onehot[xp.arange(b), xp.asarray(cs)] = 1
+    onehot = one_hot(cs, xp.empty((b, k), dtype=net.dtype))
     if clip:
         mean = np.asarray(net.mean or [0.0] * x.shape[1]).reshape(1, -1, 1, 1)
         std = np.asarray(net.std or [1.0] * x.shape[1]).reshape(1, -1, 1, 1)
@@ -236,8 +228,7 @@ def class_models(
         s = to_numpy(scores).astype(np.float64)
         others = s.copy()
         others[rows, cs] = -np.inf
-        z = np.exp(s - s.max(axis=1, keepdims=True))
-        p = z[rows, cs] / z.sum(axis=1)
+        p = softmax(s)[rows, cs]
         penalty = l2 * to_numpy((x.astype(xp.float64) ** 2).reshape(b, -1).sum(axis=1))
         gain = s[rows, cs] if objective == "score" else np.log(np.maximum(p, 1e-300))
         values = (s[rows, cs], others.max(axis=1), others.argmax(axis=1), p, gain - penalty)
@@ -246,14 +237,14 @@ def class_models(
         return s
 
     desc = f"class model {classes[cs[0]]!r}" if b == 1 else f"{b} class models"
-    with inference_mode(net), Progress(steps, desc=desc, disable=not progress) as bar:
+    with eval_mode(net), Progress(steps, desc=desc, disable=not progress) as bar:
         for step in range(steps):
             shift = tuple(int(v) for v in rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
             scores = net.forward(xp.roll(x, shift, axis=(2, 3)) if jitter else x)  # (B, K)
             if not jitter:
                 record(scores)
             # ∂S_c/∂S = e_c;  ∂ log P_c/∂S = e_c − softmax(S)
-            seed_grad = onehot if objective == "score" else onehot - _softmax(scores)
+            seed_grad = onehot if objective == "score" else onehot - softmax(scores)
             g = net.backward(seed_grad, param_grads=False)  # ∂/∂I, (B, C, H, W)
             if jitter:
                 g = xp.roll(g, (-shift[0], -shift[1]), axis=(2, 3))

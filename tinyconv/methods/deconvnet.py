@@ -11,12 +11,23 @@ network in reverse, using only what the forward pass recorded:
                using the *forward* convolution code;
     linear     multiply by Wᵀ;  flatten: reshape;  avg-pool: its adjoint.
 
-None of this calls a layer's ``backward`` method. Simonyan et al. (2014,
-section 4) observe that this is backprop with one change: at a ReLU the
-gradient is masked by the sign of the layer's *input*, 1(x > 0), while the
-DeconvNet masks by the sign of the *reconstruction*, 1(r > 0). So
+It calls no layer's ``backward`` method, and only the convolution is written
+anew here (``deconvolve``: a transposed convolution by dilation, padding and
+the forward code with flipped kernels, where ``Conv2d.backward`` takes
+col2im(Wᵀ dy) or its own flipped-kernel form). The other steps are the engine's own functions: unpooling is
+``functional.unpool``, the very function ``MaxPool2d.backward`` calls (the one
+recorded switch drives both, as in Zeiler & Fergus), and the avg-pool and
+adaptive-pool adjoints are their layers' backward functions. Simonyan et al.
+(2014, section 4) observe that the whole walk is backprop with one change: at
+a ReLU the gradient is masked by the sign of the layer's *input*, 1(x > 0),
+while the DeconvNet masks by the sign of the *reconstruction*, 1(r > 0). So
 ``reconstruct(net, x, c)`` must equal ``input_gradient(net, x, c,
-rule="deconvnet")``; the tests check it to float64 rounding.
+rule="deconvnet")``; the tests check it to float64 rounding. Because the
+unpooling is shared code, that equality cannot catch a wrong switch (both
+sides would carry it: ``tests/test_layers.py`` checks ``unpool`` against a
+pixel loop instead). What it proves is that the transposed convolution built
+here is the convolution's backward pass, and that the ReLU rule is the only
+difference between the two walks.
 
 Why DeconvNet maps have negative values: the last step back to pixels is the
 transpose of the first convolution, and no ReLU follows it. Its filters have
@@ -30,7 +41,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..engine import functional as F
 from ..engine.backend import get_array_module
+from ..engine.fastconv import conv2d_forward
 from ..engine.layers import (
     AdaptiveAvgPool2d,
     AvgPool2d,
@@ -40,19 +53,18 @@ from ..engine.layers import (
     Linear,
     MaxPool2d,
     ReLU,
-    conv2d_forward,
-    unpool,
 )
-from ..errors import ShapeError, TargetError
-from .saliency import _one_hot, inference_mode, input_gradient, resolve_targets
+from ..errors import RuleError, ShapeError, TargetError
+from .saliency import eval_mode, input_gradient, resolve_targets
 
 __all__ = ["deconvolve", "reconstruct", "compare", "walk_back", "resolve_layer", "RECTIFIERS"]
 
-# How a reconstruction r passes a ReLU whose forward input was x:
-RECTIFIERS = ("deconvnet", "gradient", "guided")
+# How a reconstruction r passes a ReLU whose forward input was x: the engine's
+# three ReLU rules, the same tuple.
 #   deconvnet  r · 1(r > 0)            Zeiler & Fergus: rectify the signal
 #   gradient   r · 1(x > 0)            backprop's mask from the forward pass
 #   guided     r · 1(x > 0) · 1(r > 0)  both (Springenberg et al. 2015)
+RECTIFIERS = F.RULES
 
 
 def _pad_or_crop(x, top, bottom, left, right):
@@ -103,46 +115,32 @@ def deconvolve(r, weight, input_shape, stride=(1, 1), padding=(0, 0)):
     return out
 
 
-def _avgpool_adjoint(r, input_shape, kernel, stride, padding):
-    """Each output value, divided by the window size, returned to its window."""
-    xp = get_array_module(r)
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
-    n, c, h, w = input_shape
-    oh, ow = r.shape[2], r.shape[3]
-    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=r.dtype)
-    share = r / (kh * kw)
-    for i in range(kh):
-        for j in range(kw):
-            out[:, :, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw] += share
-    return out[:, :, ph : ph + h, pw : pw + w]
-
-
 def _back_through(layer, r, rectifier):
     """One layer of the reverse walk, from the layer's cached forward state."""
     if isinstance(layer, ReLU):
         xp = get_array_module(r)
+        mask = layer.cache.mask  # 1(x > 0) of the forward input
         if rectifier == "deconvnet":
             return xp.maximum(r, 0)
         if rectifier == "gradient":
-            return xp.where(layer.cache, r, 0)
-        return xp.where(layer.cache & (r > 0), r, 0)
+            return xp.where(mask, r, 0)
+        return xp.where(mask & (r > 0), r, 0)
     if isinstance(layer, MaxPool2d):
-        return unpool(r, layer.switches, layer.input_shape, layer.kernel_size, layer.stride, layer.padding)
+        cache = layer.cache
+        return F.unpool(r, cache.switches, cache.x_shape, cache.kernel, cache.stride, cache.padding)
     if isinstance(layer, Conv2d):
-        input_shape = layer.cache[2]  # (N, C, H, W) of the forward input
         weight = layer.params["weight"].astype(r.dtype, copy=False)
-        return deconvolve(r, weight, input_shape, layer.stride, layer.padding)
+        return deconvolve(r, weight, layer.cache.x_shape, layer.stride, layer.padding)
     if isinstance(layer, Linear):
         return r @ layer.params["weight"].astype(r.dtype, copy=False)  # (N, out) -> (N, in): rᵀW = (Wᵀr)ᵀ
     if isinstance(layer, Flatten):
-        return r.reshape(layer.cache)
+        return r.reshape(layer.cache.x_shape)
     if isinstance(layer, AvgPool2d):
-        return _avgpool_adjoint(r, layer.cache, layer.kernel_size, layer.stride, layer.padding)
+        return F.avgpool2d_backward(r, layer.cache)  # each value / window size, back to its window
     if isinstance(layer, AdaptiveAvgPool2d):
-        ph, pw = layer.cache  # averaging matrices (OH, H), (OW, W)
-        return ph.T @ r @ pw
+        return F.adaptive_avgpool2d_backward(r, layer.cache)  # P_hᵀ r P_w
     if isinstance(layer, Dropout):
-        return r if layer.cache is None else r * layer.cache
+        return r if layer.cache is None else r * layer.cache.mask
     raise ShapeError(
         f"the DeconvNet does not know how to reverse layer {layer.name!r} ({type(layer).__name__})"
     )
@@ -156,12 +154,10 @@ def walk_back(net, r, start=None, rectifier="deconvnet"):
     "deconvnet" is Zeiler & Fergus's network.
     """
     if rectifier not in RECTIFIERS:
-        raise ValueError(f"unknown rectifier {rectifier!r}; expected one of {', '.join(RECTIFIERS)}")
+        raise RuleError(f"unknown rectifier {rectifier!r}; expected one of {', '.join(RECTIFIERS)}")
     stop = len(net.layers) - 1 if start is None else net.index(start)
     for layer in reversed(net.layers[: stop + 1]):
-        cached = layer.switches if isinstance(layer, MaxPool2d) else layer.cache
-        if cached is None and not isinstance(layer, Dropout):
-            raise ShapeError(f"call forward first: layer {layer.name!r} has no cached forward pass")
+        layer.check_gradient(r)  # a forward pass ran, r has its output's shape and device
         r = _back_through(layer, r, rectifier)
     return r
 
@@ -194,12 +190,12 @@ def reconstruct(net, x, target=None, layer=None, unit=None, keep="map", rectifie
     """
     if keep not in ("map", "max"):
         raise ValueError(f"keep must be 'map' or 'max', got {keep!r}")
-    with inference_mode(net):
+    with eval_mode(net):
         if layer is None:
             if unit is not None:
                 raise TargetError("unit needs a layer: give layer=NAME (or index) as well")
             scores = net.forward(x)
-            return walk_back(net, _one_hot(resolve_targets(target, scores), scores), None, rectifier)
+            return walk_back(net, F.one_hot(resolve_targets(target, scores), scores), None, rectifier)
         if target is not None:
             raise TargetError("give either a class target or a layer/unit to reconstruct from, not both")
         stop = resolve_layer(net, layer)
@@ -238,9 +234,10 @@ def compare(net, x, target=None):
         "deconvnet"       the explicit DeconvNet above (equals the previous one)
         "guided"          guided backprop, mask 1(x > 0)·1(r > 0)
 
-    Each (N, C, H, W), on the device of x.
+    Each (N, C, H, W), on the device of x. Each map switches every ReLU to
+    its rule (restored afterwards), so a rule set on one layer plays no part.
     """
-    with inference_mode(net):
+    with eval_mode(net):
         targets = resolve_targets(target, net.forward(x))
     return {
         "gradient": input_gradient(net, x, targets, rule="gradient"),

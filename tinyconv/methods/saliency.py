@@ -24,14 +24,18 @@ import contextlib
 import numpy as np
 
 from ..engine.backend import get_array_module, to_numpy
+from ..engine.functional import one_hot
 from ..errors import ShapeError, TargetError
 
-__all__ = ["resolve_targets", "input_gradient", "saliency", "smoothgrad", "inference_mode"]
+__all__ = ["resolve_targets", "input_gradient", "saliency", "smoothgrad", "eval_mode", "relu_rules"]
 
 
 @contextlib.contextmanager
-def inference_mode(net):
-    """Put every layer in inference mode (dropout off), restoring it on exit."""
+def eval_mode(net):
+    """Put every layer in eval mode (``net.eval()``: dropout off, the only layer
+    that differs in training), restoring each layer's mode on exit. Unlike
+    PyTorch's ``inference_mode`` it leaves gradients on: this is ``model.eval()``
+    as a ``with`` block."""
     saved = [layer.training for layer in net.layers]
     try:
         net.eval()
@@ -76,11 +80,10 @@ def resolve_targets(target, scores) -> np.ndarray:
     return targets
 
 
-def _one_hot(targets, scores):
-    xp = get_array_module(scores)
-    seed = xp.zeros_like(scores)
-    seed[xp.arange(scores.shape[0]), xp.asarray(targets)] = 1
-    return seed
+def relu_rules(net, rule=None):
+    """``net.relu_rule(rule)``, or with ``rule=None`` a block that changes
+    nothing: each ReLU keeps the rule it has (e.g. one set on a single layer)."""
+    return contextlib.nullcontext(net) if rule is None else net.relu_rule(rule)
 
 
 def input_gradient(net, x, target=None, rule="gradient"):
@@ -88,17 +91,19 @@ def input_gradient(net, x, target=None, rule="gradient"):
 
     x: (N, C, H, W) network input (already normalised, see ``preprocess``).
     target: None (top class per image), an int, or one int per image.
-    rule: the ReLU backward rule, "gradient" (the true gradient),
-          "deconvnet" (Zeiler & Fergus) or "guided" (guided backprop).
+    rule: the ReLU backward rule for every ReLU, "gradient" (the true
+          gradient, the default), "deconvnet" (Zeiler & Fergus) or "guided"
+          (guided backprop), restored afterwards; None: each ReLU keeps its
+          own ``rule`` (set per layer, e.g. ``net["relu3"].rule = "guided"``).
     Returns (N, C, H, W) on the device of ``x``. S_c is the unnormalised
     score; no parameter gradients are accumulated.
     """
-    with inference_mode(net), net.relu_rule(rule):
+    with eval_mode(net), relu_rules(net, rule):
         scores = net.forward(x)  # (N, K)
         if scores.ndim != 2:
             raise ShapeError(f"the network must output class scores (N, K), got shape {tuple(scores.shape)}")
         targets = resolve_targets(target, scores)
-        return net.backward(_one_hot(targets, scores), param_grads=False)
+        return net.backward(one_hot(targets, scores), param_grads=False)
 
 
 def reduce_channels(w):
@@ -107,9 +112,12 @@ def reduce_channels(w):
     return xp.abs(w).max(axis=1)
 
 
-def saliency(net, x, target=None):
-    """The paper's saliency map M_ij = max_ch |∂S_c/∂I|: (N, C, H, W) -> (N, H, W)."""
-    return reduce_channels(input_gradient(net, x, target))
+def saliency(net, x, target=None, rule="gradient"):
+    """The paper's saliency map M_ij = max_ch |∂S_c/∂I|: (N, C, H, W) -> (N, H, W).
+
+    rule: as for ``input_gradient`` ("gradient", the paper's, for every ReLU;
+    None keeps each ReLU's own rule)."""
+    return reduce_channels(input_gradient(net, x, target, rule))
 
 
 def smoothgrad(net, x, target=None, samples: int = 25, sigma=None, sigma_fraction: float = 0.15, seed=None):
@@ -131,7 +139,7 @@ def smoothgrad(net, x, target=None, samples: int = 25, sigma=None, sigma_fractio
     net.check_input(x)
     xp = get_array_module(x)
     n = x.shape[0]
-    with inference_mode(net):
+    with eval_mode(net):
         targets = resolve_targets(target, net.forward(x))
     if sigma is None:
         if not sigma_fraction >= 0:

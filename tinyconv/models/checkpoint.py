@@ -172,8 +172,7 @@ def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps:
                     conv.params["weight"], conv.params.get("bias"), stats["weight"], stats["bias"],
                     stats["running_mean"], stats["running_var"], bn_eps,
                 )  # fmt: skip
-                conv.params = {"weight": w, "bias": b}
-                conv.grads = {k: np.zeros(v.shape, v.dtype) for k, v in conv.params.items()}
+                conv.set_params({"weight": w, "bias": b})
             continue
         cls, args, kwargs = entry
         conv = None

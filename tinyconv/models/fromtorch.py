@@ -86,7 +86,6 @@ def _convert(name, module, nn):
         layer = L.Dropout(module.p)
     else:
         _refuse(name, module, "this module type is not supported by tinyconv")
-    layer.grads = {k: np.zeros(v.shape, v.dtype) for k, v in layer.params.items()}
     return layer
 
 
@@ -135,8 +134,7 @@ def from_torch(module, classes=None, mean=None, std=None, input_shape=None, meta
                 conv.params["weight"], conv.params.get("bias"), gamma, beta,
                 _array(leaf.running_mean), _array(leaf.running_var), leaf.eps,
             )  # fmt: skip
-            conv.params = {"weight": w, "bias": b}
-            conv.grads = {k: np.zeros(v.shape, v.dtype) for k, v in conv.params.items()}
+            conv.set_params({"weight": w, "bias": b})
             pending_conv = None
             continue
         if isinstance(leaf, (nn.Flatten,)):

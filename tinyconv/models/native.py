@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.backend import to_numpy
-from ..engine.layers import layer_from_spec
+from ..engine.layers import gradient_buffer, layer_from_spec
 from ..engine.network import Sequential
 from ..errors import TinyconvError, WeightsError
 
@@ -203,7 +203,7 @@ def _read_layer(archive, entry, index: int, where: str):
         if not np.isfinite(value).all():
             raise WeightsError(f"{where}: array {full!r} contains NaN or infinite values")
         layer.params[key] = value
-        layer.grads[key] = np.zeros(value.shape, value.dtype)  # calloc: no memory until written
+        layer.grads[key] = gradient_buffer(value)
     return name, layer
 
 

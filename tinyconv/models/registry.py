@@ -163,22 +163,12 @@ def _mnist_blueprint(num_classes):
 def conv2d_from(weight, bias=None, stride=1, padding=0) -> Conv2d:
     """A Conv2d holding the given arrays (weight (F, C, kh, kw), bias (F,) or
     None), built without drawing a random initialisation first."""
-    f, c, kh, kw = weight.shape
-    layer = Conv2d(1, 1, (kh, kw), stride, padding, bias=bias is not None)
-    layer.in_channels, layer.out_channels = int(c), int(f)
-    layer.params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-    layer.grads = {k: np.zeros(v.shape, v.dtype) for k, v in layer.params.items()}
-    return layer
+    return Conv2d.from_arrays(weight, bias, stride, padding)
 
 
 def linear_from(weight, bias=None) -> Linear:
     """A Linear holding the given arrays (weight (out, in), bias (out,) or None)."""
-    out_features, in_features = weight.shape
-    layer = Linear(1, 1, bias=bias is not None)
-    layer.in_features, layer.out_features = int(in_features), int(out_features)
-    layer.params = {"weight": weight} if bias is None else {"weight": weight, "bias": bias}
-    layer.grads = {k: np.zeros(v.shape, v.dtype) for k, v in layer.params.items()}
-    return layer
+    return Linear.from_arrays(weight, bias)
 
 
 def check_arch(arch: str) -> str:

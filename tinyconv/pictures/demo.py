@@ -23,7 +23,7 @@ from ..engine.backend import DeviceError, to_numpy
 from ..errors import TargetError, TinyconvError, WeightsError
 from ..methods.classviz import class_models
 from ..methods.deconvnet import compare, reconstruct, resolve_layer
-from ..methods.saliency import inference_mode, input_gradient, reduce_channels, resolve_targets, smoothgrad
+from ..methods.saliency import eval_mode, input_gradient, reduce_channels, resolve_targets, smoothgrad
 from .imaging import (
     contrast_image,
     deprocess,
@@ -147,7 +147,7 @@ def saliency_figures(net, x, stem: str, target=None, smooth=None, prefix: str = 
 
     smooth: None, or a dict of ``smoothgrad`` options (samples, sigma, ...) to add SmoothGrad.
     """
-    with inference_mode(net):
+    with eval_mode(net):
         scores = to_numpy(net.predict(x))[0]
     c = int(resolve_targets(target, scores[None])[0])
     w = input_gradient(net, x, c)  # (1, C, H, W)
@@ -288,7 +288,7 @@ def comparison_figures(net, x, stem: str, target=None, prefix: str = "") -> list
     """The four-way comparison (gradient, DeconvNet rule, explicit DeconvNet,
     guided backprop) for one image x (1, C, H, W), signed and as |.| maps."""
     maps = {k: to_numpy(v)[0] for k, v in compare(net, x, target).items()}  # each (C, H, W)
-    with inference_mode(net):
+    with eval_mode(net):
         scores = to_numpy(net.predict(x))[0]
     c = int(resolve_targets(target, scores[None])[0])
     scale = display_scale(*x.shape[2:])

@@ -57,6 +57,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.backend import get_array_module, synchronize, to_device, to_numpy
+from ..engine.functional import one_hot, softmax
 
 # multiple of one forward pass's FLOPs that each kind of work costs
 WORK_FLOPS = {"forward": 1, "saliency": 2, "classviz": 2, "backward": 3, "train": 3}
@@ -189,9 +190,7 @@ def tinyconv_work(item: Item, net, device: str = "cpu"):
 
     def top_class_seed(scores):
         # ∂S_c/∂scores for c = the top class of each image: a one-hot row each
-        seed = xp.zeros_like(scores)
-        seed[rows, scores.argmax(axis=1)] = 1
-        return seed
+        return one_hot(scores.argmax(axis=1), scores)
 
     if item.work == "forward":
         return lambda: net.predict(xp_input)  # no caches, as torch.no_grad()
@@ -229,8 +228,7 @@ def tinyconv_work(item: Item, net, device: str = "cpu"):
             net.zero_grad()
             scores = net.forward(xp_input)
             # softmax cross-entropy, mean over the batch: dL/dscores = (p - onehot)/N
-            e = xp.exp(scores - scores.max(axis=1, keepdims=True))
-            dscores = e / e.sum(axis=1, keepdims=True)
+            dscores = softmax(scores)
             dscores[rows, labels] -= 1
             dscores *= np.float32(1 / item.batch)
             net.backward(dscores, param_grads=True)

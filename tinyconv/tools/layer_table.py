@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from ..engine.backend import get_array_module, synchronize
+from ..engine.functional import one_hot
 from ..errors import TargetError
 
 
@@ -51,7 +52,6 @@ def layer_table(net, x, target=None, reps: int = 3, param_grads: bool = False) -
             class of the first image).
     """
     net.check_input(x)
-    xp = get_array_module(x)
     batch = x.shape[0]
     layers = list(net)
     forward_ms = [[] for _ in layers]
@@ -74,8 +74,7 @@ def layer_table(net, x, target=None, reps: int = 3, param_grads: bool = False) -
             c = int(target)
             if not 0 <= c < scores.shape[1]:
                 raise TargetError(f"target class {target} is out of range for {scores.shape[1]} classes")
-        seed = xp.zeros_like(scores)
-        seed[:, c] = 1  # ∂S_c/∂scores
+        seed = one_hot(np.full(scores.shape[0], c), scores)  # ∂S_c/∂scores
         grads, g = [None] * len(layers), seed
         t = _clock(g)
         for i in reversed(range(len(layers))):

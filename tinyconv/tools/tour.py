@@ -1,7 +1,9 @@
 """The guided tour of backprop: find and run the numbered scripts of ``examples/tour/``.
 
 The tour is a set of plain scripts, ``NN_name.py``, each a short docstring
-("Step N: title", what it shows, "Writes a.png." for the pictures it makes),
+("Step N: title", what it shows, "Writes a.png." for the pictures it makes,
+"Needs X." for what it needs beyond NumPy and Pillow; without it the step
+says so and exits 0),
 code that prints what it shows, and assertions that fail the script when a
 printed claim stops holding. ``docs/tour.md`` walks through them in order.
 
@@ -43,12 +45,15 @@ class Step:
     title:  the first line of its docstring without the "Step N:" prefix.
     writes: the PNG files it promises ("Writes a.png, b.png." in its docstring),
             written into its working directory (or ``--out``).
+    needs:  what it needs beyond NumPy and Pillow ("Needs X." in its
+            docstring), "" for nothing.
     """
 
     number: int
     path: Path
     title: str
     writes: tuple[str, ...]
+    needs: str = ""
 
     @property
     def name(self) -> str:
@@ -81,7 +86,9 @@ def _describe(path: Path, number: int) -> Step:
     title = title[:1].upper() + title[1:]
     promise = re.search(r"\bWrites\b(.*?)(?:\n\s*\n|$)", doc, re.S)  # to the end of its paragraph
     writes = tuple(re.findall(r"[\w\-]+\.png", promise.group(1))) if promise else ()
-    return Step(number, path, title, writes)
+    need = re.search(r"\bNeeds\s+(.+?)[.;](?:\s|$)", doc, re.S)
+    needs = " ".join(need.group(1).split()) if need else ""
+    return Step(number, path, title, writes, needs)
 
 
 def steps(folder=None) -> list[Step]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ...engine.functional import logsumexp
 from ...errors import DataError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
@@ -105,9 +106,7 @@ class GaussianMixture:
     def score_samples(self, x):
         """log p(x_n) for each row of x (N, D) -> (N,)."""
         x = self._check(x, fitted=True)
-        lp = self._component_log_pdf(x)
-        top = lp.max(1, keepdims=True)
-        return (top + np.log(np.exp(lp - top).sum(1, keepdims=True)))[:, 0]
+        return logsumexp(self._component_log_pdf(x), axis=1)
 
     # --- fitting ---
 
@@ -144,8 +143,7 @@ class GaussianMixture:
         for step in range(1, self.max_iter + 1):
             self.n_iter = step
             lp = self._component_log_pdf(x)
-            top = lp.max(1, keepdims=True)
-            log_p = top + np.log(np.exp(lp - top).sum(1, keepdims=True))  # (N, 1)
+            log_p = logsumexp(lp, axis=1, keepdims=True)  # (N, 1)
             resp = np.exp(lp - log_p)
             self.log_likelihood = float(log_p.mean())
             if self.log_likelihood - previous < self.tol:
