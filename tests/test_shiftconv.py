@@ -12,8 +12,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyconv.engine import backend, shiftconv
+from tinyconv.engine import functional as F
 from tinyconv.engine.backend import register_backend
-from tinyconv.engine.layers import col2im, im2col
+from tinyconv.engine.functional import col2im, im2col
+from tinyconv.engine.layers import Conv2d
 
 
 def reference(x, weight, bias, padding, dy):
@@ -133,3 +135,44 @@ def test_on_the_fake_device_equals_numpy(fake, padding):
     for got, want in ((yd, y), (dxd, dx), (dwd, dw), (dbd, db)):
         assert isinstance(got, FakeArray)
         np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_dispatches_by_the_stated_rule():
+    """Stride 1 with >= shift_min_channels input channels: shifted GEMMs;
+    strided, few channels, or the rule turned off by tuning: tiled im2col.
+    Each way the layer equals the reference pair."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 8, 6, 7))
+    for conv, tuning, form in [
+        (Conv2d(8, 5, 3, padding=1, seed=0), {}, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_min_channels": 10**9}, "col2im"),
+        (Conv2d(8, 5, 3, stride=2, padding=1, seed=0), {}, "col2im"),
+        (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {}, "shifted"),
+    ]:
+        conv = conv.astype(np.float64)
+        conv.tuning = tuning
+        y = conv.forward(x)
+        weight, bias = conv.params["weight"], conv.params["bias"]
+        want_y, ref = F.conv2d_forward(x, weight, bias, conv.stride, conv.padding)
+        dy = rng.standard_normal(y.shape)
+        dx = conv.backward(dy)
+        want_dx, want_dw, want_db = F.conv2d_backward(dy, ref)
+        assert conv.dx_form == form
+        np.testing.assert_allclose(y, want_y, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(dx, want_dx, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(conv.grads["weight"], want_dw, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(conv.grads["bias"], want_db, rtol=1e-12, atol=1e-12)
+
+
+def test_conv2d_on_the_fake_device_takes_the_shifted_path(fake):
+    rng = np.random.default_rng(8)
+    x, dy = rng.standard_normal((2, 8, 5, 5)), rng.standard_normal((2, 3, 5, 5))
+    host = Conv2d(8, 3, 3, padding=1, seed=1).astype(np.float64)
+    device = Conv2d(8, 3, 3, padding=1, seed=1).astype(np.float64).to("fake")
+    want_y, got_y = host.forward(x), device.forward(fake.asarray(x))
+    want, got = host.backward(dy), device.backward(fake.asarray(dy))
+    assert device.dx_form == host.dx_form == "shifted"
+    assert isinstance(got, FakeArray) and isinstance(device.grads["weight"], FakeArray)
+    np.testing.assert_allclose(fake.asnumpy(got_y), want_y, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)

@@ -35,9 +35,18 @@ NumPy and CuPy (``xp = get_array_module(x)``).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from .backend import gemm_accumulate, get_array_module
 
-__all__ = ["conv2d_forward", "conv2d_backward", "suits"]
+__all__ = ["conv2d_forward", "conv2d_backward", "suits", "ShiftConvCache"]
+
+
+class ShiftConvCache(NamedTuple):
+    padded: object  # P (C, N·Hp·Wp): the padded input, flat, channel-major
+    rows: object  # the weights as (F, kh, kw, C)
+    x_shape: tuple  # (N, C, H, W)
+    padding: tuple  # (ph, pw)
 
 
 def suits(in_channels: int, stride, min_channels: int = 8) -> bool:
@@ -107,8 +116,7 @@ def conv2d_forward(x, weight, bias, padding=(0, 0)):
         y[...] = valid
     else:
         xp.add(valid, bias.reshape(1, f, 1, 1), out=y)
-    cache = (padded, rows, x.shape, (ph, pw))
-    return y, cache
+    return y, ShiftConvCache(padded, rows, x.shape, (ph, pw))
 
 
 def conv2d_backward(dy, cache, param_grads=True):
