@@ -11,12 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from fake_device import FakeArray, FakeDeviceError, fake_module
+from hypothesis import given
+from hypothesis import strategies as st
 
 import tinyconv
 from tinyconv import backend
 from tinyconv.engine.backend import (
     DeviceError,
     device_of,
+    gemm_accumulate,
     get_array_module,
     register_backend,
     to_device,
@@ -286,3 +289,109 @@ def test_each_form_of_dx_forced_by_tuning_stays_on_the_fake_device(fake, form, c
     assert isinstance(got, FakeArray) and isinstance(device.grads["weight"], FakeArray)
     np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------
+# gemm_accumulate: out += a @ b through NumPy's own BLAS, or matmul + add
+
+
+def _operand(rng, rows, cols, layout, dtype):
+    """A (rows, cols) array laid out as asked: a view into a larger buffer."""
+    if layout == "c":
+        return rng.standard_normal((rows, cols)).astype(dtype)
+    if layout == "f":  # column-major: the transpose of a row-major array
+        return rng.standard_normal((cols, rows)).astype(dtype).T
+    if layout == "ld":  # rows of a wider array (leading dimension > cols)
+        return rng.standard_normal((rows, cols + 3)).astype(dtype)[:, 1 : cols + 1]
+    if layout == "ld-f":
+        return rng.standard_normal((cols, rows + 2)).astype(dtype)[:, 2:].T
+    if layout == "step":  # no unit stride: BLAS cannot take it, the fallback must
+        return rng.standard_normal((rows, 2 * cols)).astype(dtype)[:, ::2]
+    raise ValueError(layout)
+
+
+LAYOUTS = ["c", "f", "ld", "ld-f", "step"]
+
+
+@given(
+    m=st.integers(0, 9),
+    n=st.integers(0, 9),
+    k=st.integers(0, 9),
+    layouts=st.tuples(
+        st.sampled_from(LAYOUTS), st.sampled_from(LAYOUTS), st.sampled_from(["c", "ld", "step"])
+    ),
+    dtype=st.sampled_from([np.float32, np.float64]),
+    seed=st.integers(0, 2**16),
+)
+def test_gemm_accumulate_blas_and_fallback_agree_with_the_product(m, n, k, layouts, dtype, seed):
+    rng = np.random.default_rng(seed)
+    a = _operand(rng, m, k, layouts[0], dtype)
+    b = _operand(rng, k, n, layouts[1], dtype)
+    out = _operand(rng, m, n, layouts[2], dtype)
+    want = out.astype(np.float64) + a.astype(np.float64) @ b.astype(np.float64)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for use_blas in (True, False):
+        got = out.copy() if layouts[2] == "c" else _same_layout_copy(out, layouts[2])
+        result = gemm_accumulate(got, a, b, use_blas=use_blas)
+        assert result is got and got.dtype == dtype
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol * max(1, k))
+
+
+def _same_layout_copy(out, layout):
+    """A copy of ``out`` that is again a view of the same kind (rows of a wider array...)."""
+    rows, cols = out.shape
+    if layout == "ld":
+        buf = np.zeros((rows, cols + 3), out.dtype)
+        view = buf[:, 1 : cols + 1]
+    else:  # "step"
+        buf = np.zeros((rows, 2 * cols), out.dtype)
+        view = buf[:, ::2]
+    view[...] = out
+    return view
+
+
+needs_blas = pytest.mark.skipif(
+    backend.blas_gemm_available() is None, reason="NumPy's BLAS offers no cblas GEMM here"
+)
+
+
+@needs_blas
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "layouts", [("c", "c", "c"), ("f", "ld", "ld"), ("ld-f", "f", "c"), ("ld", "ld-f", "ld")]
+)
+def test_describable_operands_take_the_blas_path(dtype, layouts):
+    rng = np.random.default_rng(0)
+    a, b = _operand(rng, 5, 4, layouts[0], dtype), _operand(rng, 4, 6, layouts[1], dtype)
+    out = _operand(rng, 5, 6, layouts[2], dtype)
+    want = out + a @ b
+    assert backend._blas_accumulate(out, a, b)  # done by the BLAS, not refused
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_blas", [True, False])
+def test_gemm_accumulate_refuses_nothing_it_cannot_describe(use_blas):
+    rng = np.random.default_rng(1)
+    # out overlapping an operand: BLAS would read what it writes; the fallback is exact
+    buf = rng.standard_normal((4, 8))
+    out, a = buf[:, :4], buf[:, 4:]
+    b = rng.standard_normal((4, 4))
+    want = out + a @ b
+    gemm_accumulate(out, a, b, use_blas=use_blas)
+    np.testing.assert_allclose(out, want, rtol=1e-12)
+    # mixed dtypes: NumPy's promotion, as out += a @ b
+    out32 = np.zeros((4, 4), np.float32)
+    gemm_accumulate(out32, a.astype(np.float32), b, use_blas=use_blas)
+    np.testing.assert_allclose(out32, (a @ b).astype(np.float32), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="do not match"):
+        gemm_accumulate(np.zeros((4, 3)), a, b, use_blas=use_blas)
+
+
+def test_gemm_accumulate_on_the_fake_device_is_the_fallback(fake):
+    rng = np.random.default_rng(2)
+    a, b, out = rng.standard_normal((3, 5)), rng.standard_normal((5, 4)), rng.standard_normal((3, 4))
+    want = out + a @ b
+    d_out = to_device(out, "fake")
+    got = gemm_accumulate(d_out, to_device(a, "fake").T.T, to_device(b, "fake"))
+    assert got is d_out and isinstance(got, FakeArray)
+    np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12)

@@ -12,6 +12,9 @@ NumPy API) take part in exactly the same way.
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import numpy as np
 
 from ..errors import TinyconvError
@@ -25,6 +28,8 @@ __all__ = [
     "cuda_available",
     "register_backend",
     "synchronize",
+    "gemm_accumulate",
+    "blas_gemm_available",
 ]
 
 
@@ -154,3 +159,187 @@ def synchronize(x=None):
     if module is not np and cuda is not None and hasattr(cuda, "Device"):
         cuda.Device().synchronize()
     return x
+
+
+# ----------------------------------------------------------------------------
+# out += a @ b in place: the BLAS's GEMM with beta = 1
+#
+# NumPy does not expose GEMM's beta, so ``out += a @ b`` costs a temporary and
+# a second pass over ``out``. On NumPy the accumulation calls cblas_?gemm of
+# the BLAS that NumPy itself loaded: the library is found among the shared
+# objects already mapped into this process, so no second BLAS (with a second
+# thread pool fighting NumPy's) is ever loaded. Where it cannot be found
+# (another platform, a BLAS without CBLAS symbols, a failed self-check) or the
+# operands cannot be described to BLAS (no unit stride, overlap with ``out``,
+# mixed or non-float dtypes), matmul + add does the same sum.
+
+_CBLAS_ROW_MAJOR, _CBLAS_NO_TRANS, _CBLAS_TRANS = 101, 111, 112
+_blas_gemm: dict | None = None  # dtype char -> ctypes function; {} when unavailable
+_blas_source: str | None = None  # the library's path, or why there is none
+
+
+def _mapped_blas_paths() -> list[str]:
+    """Paths of the shared objects mapped into this process whose name says BLAS."""
+    try:
+        with open("/proc/self/maps") as f:
+            paths = [line.split()[-1] for line in f if line.rstrip().endswith(".so") or ".so." in line]
+    except OSError:
+        return []
+    seen = []
+    for path in paths:
+        name = path.rsplit("/", 1)[-1].lower()
+        if path.startswith("/") and "blas" in name and path not in seen:
+            seen.append(path)
+    return seen
+
+
+def _cblas_functions(lib) -> dict:
+    """{'f': sgemm, 'd': dgemm} from ``lib``, with the integer width its names imply."""
+    uses_64bit_ints = "USE64BITINT" in str(_numpy_blas_config())
+    for prefix in ("scipy_", ""):
+        for suffix, int64 in (("64_", True), ("_64", True), ("", uses_64bit_ints)):
+            try:
+                fns = {
+                    "f": getattr(lib, f"{prefix}cblas_sgemm{suffix}"),
+                    "d": getattr(lib, f"{prefix}cblas_dgemm{suffix}"),
+                }
+            except AttributeError:
+                continue
+            blasint = ctypes.c_int64 if int64 else ctypes.c_int32
+            for char, fn in fns.items():
+                real = ctypes.c_float if char == "f" else ctypes.c_double
+                # order, transa, transb (C enums), m, n, k, alpha, a, lda, b, ldb, beta, c, ldc
+                fn.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, blasint, blasint, blasint, real,
+                               ctypes.c_void_p, blasint, ctypes.c_void_p, blasint, real,
+                               ctypes.c_void_p, blasint]  # fmt: skip
+                fn.restype = None
+            return fns
+    return {}
+
+
+def _numpy_blas_config():
+    try:
+        return np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # older NumPy, or a build without the record
+        return {}
+
+
+def _find_blas() -> dict:
+    """Look up (once) the cblas GEMMs of NumPy's own BLAS; {} when there are none."""
+    global _blas_gemm, _blas_source
+    if _blas_gemm is not None:
+        return _blas_gemm
+    _blas_gemm, _blas_source = {}, "no BLAS library is mapped into this process"
+    if not sys.platform.startswith("linux"):
+        _blas_source = f"BLAS lookup is implemented for Linux only (this is {sys.platform})"
+        return _blas_gemm
+    np.ones((2, 2)) @ np.ones((2, 2))  # NumPy's BLAS is mapped by now
+    for path in _mapped_blas_paths():
+        try:
+            # already mapped: dlopen returns the loaded object, it loads nothing new
+            fns = _cblas_functions(ctypes.CDLL(path, mode=getattr(ctypes, "RTLD_NOLOAD", 4)))
+        except OSError:
+            continue
+        if fns and _self_check(fns):
+            _blas_gemm, _blas_source = fns, path
+            return _blas_gemm
+        _blas_source = f"{path} has no usable cblas_sgemm/cblas_dgemm"
+    return _blas_gemm
+
+
+def _self_check(fns) -> bool:
+    """One small product through each function, with transposed and strided
+    operands, against matmul: a wrong guess of the integer width fails here."""
+    global _blas_gemm
+    rng = np.random.default_rng(0)
+    saved, _blas_gemm = _blas_gemm, fns
+    try:
+        for dtype in (np.float32, np.float64):
+            a = rng.standard_normal((7, 5)).astype(dtype).T  # (5, 7), column-major
+            b = rng.standard_normal((7, 10)).astype(dtype)[:, 2:8]  # (7, 6), leading dimension 10
+            big = rng.standard_normal((5, 9)).astype(dtype)
+            out = big[:, 1:7]  # (5, 6), leading dimension 9
+            want = out + a @ b
+            if not _blas_accumulate(out, a, b):
+                return False
+            if not np.allclose(out, want, rtol=1e-4, atol=1e-4):
+                return False
+    finally:
+        _blas_gemm = saved
+    return True
+
+
+def _layout(m, itemsize):
+    """(transposed?, leading dimension) of a 2-D array for row-major BLAS, or None."""
+    rows, cols = m.shape
+    s0, s1 = m.strides
+    if s0 % itemsize or s1 % itemsize or s0 < 0 or s1 < 0:
+        return None
+    s0, s1 = s0 // itemsize, s1 // itemsize
+    if s1 == 1 or cols == 1:  # row-major rows
+        ld = s0 if rows > 1 else cols
+        if ld >= max(1, cols):
+            return False, ld
+    if s0 == 1 or rows == 1:  # column-major: a transposed row-major array
+        ld = s1 if cols > 1 else rows
+        if ld >= max(1, rows):
+            return True, ld
+    return None
+
+
+def _blas_accumulate(out, a, b) -> bool:
+    """out += a @ b through the BLAS when the operands allow it; False if not done."""
+    fn = _blas_gemm.get(out.dtype.char) if _blas_gemm else None
+    if fn is None or a.dtype != out.dtype or b.dtype != out.dtype:
+        return False
+    if not (out.flags.writeable and out.flags.aligned and a.flags.aligned and b.flags.aligned):
+        return False
+    size = out.itemsize
+    lo, la, lb = _layout(out, size), _layout(a, size), _layout(b, size)
+    if lo is None or la is None or lb is None or lo[0]:  # out must be row-major
+        return False
+    if np.may_share_memory(out, a) or np.may_share_memory(out, b):
+        return False
+    m, k = a.shape
+    n = b.shape[1]
+    trans_a = _CBLAS_TRANS if la[0] else _CBLAS_NO_TRANS
+    trans_b = _CBLAS_TRANS if lb[0] else _CBLAS_NO_TRANS
+    fn(_CBLAS_ROW_MAJOR, trans_a, trans_b, m, n, k, 1.0,
+       a.ctypes.data, la[1], b.ctypes.data, lb[1], 1.0, out.ctypes.data, lo[1])  # fmt: skip
+    return True
+
+
+def blas_gemm_available() -> str | None:
+    """The path of the BLAS library ``gemm_accumulate`` calls on NumPy arrays,
+    or None when it falls back to matmul + add."""
+    return _blas_source if _find_blas() else None
+
+
+def gemm_accumulate(out, a, b, use_blas: bool = True):
+    """out += a @ b, in place, for 2-D arrays; returns ``out``.
+
+    a: (M, K), b: (K, N), out: (M, N), any of them a strided view (a slice, a
+    transpose). On NumPy: the BLAS GEMM with beta = 1 (no temporary for
+    a @ b, one pass over ``out``) when NumPy's BLAS offers cblas and the
+    strides can be described to it, else ``out += a @ b``. On CuPy:
+    ``cupy.cublas.gemm`` with beta = 1 (which copies operands it cannot
+    describe). Any other array module (a test double): ``out += a @ b``.
+    ``use_blas=False`` forces the fallback (tests compare the two).
+    """
+    xp = get_array_module(out, a, b)
+    if a.ndim != 2 or b.ndim != 2 or out.shape != (a.shape[0], b.shape[1]) or a.shape[1] != b.shape[0]:
+        raise ValueError(f"gemm_accumulate: shapes {out.shape} += {a.shape} @ {b.shape} do not match")
+    if a.shape[1] == 0 or out.size == 0:
+        return out
+    if use_blas:
+        if xp is np:
+            _find_blas()
+            if _blas_accumulate(out, a, b):
+                return out
+        elif getattr(xp, "__name__", "") == "cupy" and a.dtype == b.dtype == out.dtype:
+            from cupy import cublas  # noqa: PLC0415  (CuPy is imported in this module only)
+
+            cublas.gemm("N", "N", a, b, out=out, alpha=1.0, beta=1.0)
+            return out
+    out += xp.matmul(a, b)
+    return out

@@ -24,10 +24,12 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import NamedTuple
 
+from . import shiftconv
 from .backend import get_array_module
 from .functional import out_hw, pair
 
-DX_FORMS = ("col2im", "convolution")
+# "shifted": the layer ran as shifted GEMMs (shiftconv), whose dx is its own adjoint
+DX_FORMS = ("col2im", "convolution", "shifted")
 
 # The tuning knobs every entry point takes as keyword arguments (``**tuning``),
 # and their defaults. Read-only: pass other values, never patch these.
@@ -40,6 +42,11 @@ TUNING = MappingProxyType({
     "min_columns": 768,
     # output pixels per input channel from which dx takes the convolution form
     "dx_crossover": 16,
+    # the dispatch rule: a stride-1 convolution with at least this many input
+    # channels runs as shifted GEMMs with no column copy (shiftconv.py);
+    # others (strided, or few channels, where im2col's columns are small) run
+    # tiled. A huge value: always tiled
+    "shift_min_channels": 8,
 })
 
 
@@ -64,16 +71,22 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, **tuning):
 
     x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None
     -> y: (N, F, OH, OW), FastConvCache. ``tuning``: see ``TUNING``.
+
+    Where ``shiftconv.suits`` (stride 1, at least ``shift_min_channels``
+    input channels) the layer runs as shifted GEMMs instead, and the cache is
+    a ``shiftconv.ShiftConvCache``, which ``conv2d_backward`` recognises.
     """
     (sh, sw), (ph, pw) = pair(stride, "stride"), pair(padding, "padding", 0)
     f, c, kh, kw = weight.shape
+    if shiftconv.suits(c, (sh, sw), _tuned(tuning)["shift_min_channels"]):
+        return shiftconv.conv2d_forward(x, weight, bias, (ph, pw))
     y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), **tuning)
     return y, FastConvCache(x, weight, x.shape, (sh, sw), (ph, pw))
 
 
 def dx_form(cache, **tuning) -> str:
     """Which form ``conv2d_backward`` takes for dx: "convolution" (the flipped
-    kernel) or "col2im".
+    kernel) or "col2im"; "shifted" for a layer that ran as shifted GEMMs.
 
     The convolution form needs stride 1 and padding < kernel. It replaces
     the fold's read-modify-write passes by copies, but its columns have
@@ -83,6 +96,8 @@ def dx_form(cache, **tuning) -> str:
     pixels (over the batch) per input channel; 0 takes it wherever it
     applies, a huge value never.
     """
+    if isinstance(cache, shiftconv.ShiftConvCache):
+        return "shifted"
     crossover = _tuned(tuning)["dx_crossover"]
     f, c, kh, kw = cache.weight.shape
     n, _, h, w = cache.x_shape
@@ -99,6 +114,8 @@ def conv2d_backward(dy, cache, param_grads=True, **tuning):
     is False). The formulas are ``functional.conv2d_backward``'s; dx in the
     form ``dx_form(cache, **tuning)`` names.
     """
+    if isinstance(cache, shiftconv.ShiftConvCache):
+        return shiftconv.conv2d_backward(dy, cache, param_grads)
     x, weight, x_shape, stride, padding = cache
     f, c, kh, kw = weight.shape
     xp = get_array_module(dy)

@@ -19,8 +19,12 @@ work                  one repetition
 
 Both sides get the same weights (copied from the tinyconv network into a
 PyTorch twin), the same input and the same number of threads. Repetitions of
-the two sides alternate, so a burst of load from elsewhere hits both, and
-each item reports the median and the minimum. Achieved GFLOP/s use the
+the two sides alternate in short blocks, so a burst of load from elsewhere
+hits both, and each item reports the median and the minimum. Every block
+starts after a settle pause (``SETTLE_S``): BLAS and OpenMP worker threads
+spin for up to ~0.2 s after their last task, and a repetition of the other
+library started meanwhile ran up to 2x slower (``time_pair`` gives the
+protocol, docs/performance-protocol.md the measurement). Achieved GFLOP/s use the
 analytic count ``Layer.flops`` (multiply-adds × 2) of one forward pass, times
 1 for ``forward``, 2 for the input-only backward (``saliency``,
 ``classviz``) and 3 with parameter gradients (``backward``, ``train``). The
@@ -333,18 +337,58 @@ def _timed(fn, sync=None) -> float:
     return time.perf_counter() - start
 
 
-def time_pair(fns: dict, reps: int, warmup: int = 1) -> dict:
-    """Seconds of each repetition of each function, the sides interleaved.
+# The settle pause. OpenBLAS's worker threads keep spinning for a while after
+# each NumPy GEMM (and OpenMP's after PyTorch's kernels) before they sleep;
+# with as many threads as cores, work of the other library started in that
+# window shares its cores with spinning threads. examples/bench_settle.py
+# measures the effect and the pause that removes it; docs/performance-protocol.md
+# gives the numbers and the command.
+SETTLE_S = 0.3
+# a block of repetitions of one side lasts about this long, and each side gets
+# at least MIN_BLOCKS blocks, so that cheap items are still interleaved finely
+BLOCK_S = 0.2
+MIN_BLOCKS = 8
+
+
+def time_pair(
+    fns: dict,
+    reps: int,
+    warmup: int = 1,
+    settle: float = SETTLE_S,
+    block_s: float = BLOCK_S,
+    min_blocks: int = MIN_BLOCKS,
+) -> dict:
+    """Seconds of each repetition of each function, the sides interleaved in blocks.
 
     fns: side -> (function, sync); returns side -> list of ``reps`` times.
+
+    The protocol: the sides take turns, one block of consecutive repetitions
+    each, and every block (warm-up included) starts after a pause of
+    ``settle`` seconds, so no repetition of one side runs while the other
+    side's threads still spin. Inside a block each repetition follows one of
+    its own side, as it would in a user's loop. A block is as many
+    repetitions as take about ``block_s`` (from the last warm-up), but never
+    so many that a side gets fewer than ``min_blocks`` blocks: a burst of
+    load from elsewhere then hits both sides alike.
     """
-    for _ in range(warmup):
-        for fn, sync in fns.values():
-            _timed(fn, sync)
+    per_rep = {}
+    for side, (fn, sync) in fns.items():
+        for _ in range(warmup):
+            time.sleep(settle)
+            per_rep[side] = _timed(fn, sync)
+    block = {
+        side: max(1, min(-(-reps // min_blocks), int(block_s / max(per_rep.get(side, block_s), 1e-6))))
+        for side in fns
+    }
     times = {side: [] for side in fns}
-    for _ in range(reps):
+    while any(len(t) < reps for t in times.values()):
         for side, (fn, sync) in fns.items():
-            times[side].append(_timed(fn, sync))
+            todo = min(block[side], reps - len(times[side]))
+            if todo <= 0:
+                continue
+            time.sleep(settle)
+            for _ in range(todo):
+                times[side].append(_timed(fn, sync))
     return times
 
 

@@ -1,0 +1,69 @@
+"""A/B in one process: the shifted-GEMM convolution against the tiled im2col one, per VGG-16 layer shape.
+
+    PYTHONPATH=$PWD python examples/shiftconv_ab.py [--batch 1] [--rounds 7] [--pass forward|backward|input]
+
+Each round times both variants on each layer, alternating, each after a settle
+pause (see tinyconv.tools.bench.SETTLE_S); prints medians and the ratio
+shift / tiled of the medians (and the median of the per-round ratios).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from tinyconv.engine import fastconv, shiftconv
+
+TILED = {"shift_min_channels": 10**9}  # the tiled im2col path, forced
+SHAPES = [(64, 64, 224), (128, 128, 112), (256, 256, 56), (512, 512, 28), (512, 512, 14)]
+
+
+def _variants(which, x, w, b, dy, tcache, scache):
+    if which == "forward":
+        return {"tiled": lambda: fastconv.conv2d_forward(x, w, b, 1, 1, **TILED),
+                "shift": lambda: shiftconv.conv2d_forward(x, w, b, (1, 1))}  # fmt: skip
+    grads = which == "backward"
+    return {"tiled": lambda: fastconv.conv2d_backward(dy, tcache, grads, **TILED),
+            "shift": lambda: shiftconv.conv2d_backward(dy, scache, grads)}  # fmt: skip
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=7)
+    ap.add_argument("--pass", dest="which", choices=("forward", "backward", "input"), default="forward")
+    ap.add_argument("--settle", type=float, default=0.3)
+    args = ap.parse_args(argv)
+    rng = np.random.default_rng(0)
+    rows = []
+    for c, f, size in SHAPES:
+        x = rng.standard_normal((args.batch, c, size, size), dtype=np.float32)
+        w = rng.standard_normal((f, c, 3, 3), dtype=np.float32) * 0.05
+        b = rng.standard_normal(f, dtype=np.float32)
+        y, tcache = fastconv.conv2d_forward(x, w, b, 1, 1, **TILED)
+        _, scache = shiftconv.conv2d_forward(x, w, b, (1, 1))
+        dy = rng.standard_normal(y.shape, dtype=np.float32)
+        fns = _variants(args.which, x, w, b, dy, tcache, scache)
+        for fn in fns.values():
+            fn()
+        times = {k: [] for k in fns}
+        for _ in range(args.rounds):
+            for k, fn in fns.items():
+                time.sleep(args.settle)
+                t = time.perf_counter()
+                fn()
+                times[k].append(time.perf_counter() - t)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        pair = statistics.median(s / t for s, t in zip(times["shift"], times["tiled"], strict=True))
+        rows.append((f"{c}->{f} @{size} b{args.batch}", med["tiled"], med["shift"], pair))
+    print(f"pass {args.which}, batch {args.batch}, {args.rounds} rounds")
+    print(f"{'layer':<22} {'tiled ms':>9} {'shift ms':>9} {'ratio':>6} {'pairwise':>8}")
+    for name, t, s, pair in rows:
+        print(f"{name:<22} {t * 1e3:>9.1f} {s * 1e3:>9.1f} {s / t:>6.2f} {pair:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Stride-1 convolution with no im2col copy: kh·kw shifted GEMMs over the flat padded input.
+
+The formula. Pad the input once and lay it out channel-major with every image's
+padded plane flattened: P (C, N·Hp·Wp), Hp = H + 2ph, Wp = W + 2pw. On the
+*padded-width grid* (output position t = n·Hp·Wp + r·Wp + q, with q running
+over all Wp columns, not only the OW valid ones), the input that kernel offset
+(i, j) meets at t is P[:, t + i·Wp + j]. So the im2col rows of offset (i, j)
+are the contiguous slice
+
+    X_(i,j) = P[:, s_ij : s_ij + L],    s_ij = i·Wp + j,
+    L = (N − 1)·Hp·Wp + (OH − 1)·Wp + OW   (the last valid position + 1)
+
+and, with W_(i,j) = weight[:, :, i, j] (F, C),
+
+    forward   Y = Σ_(i,j) W_(i,j) · X_(i,j)                (F, L): kh·kw GEMMs, K = C
+              y[n, f, r, q] = Y[f, n·Hp·Wp + r·Wp + q] + b[f]  for r < OH, q < OW
+    dW        dW_(i,j) = dY · X_(i,j)ᵀ                     dY: dy on the same grid, 0 elsewhere
+    dx        dP[:, s_ij : s_ij + L] += W_(i,j)ᵀ · dY       then dx = dP without its padding
+
+Each product is accumulated in place (``gemm_accumulate``: the BLAS with
+beta = 1), so no column matrix is ever built: the only copies are the padded
+input, the output's crop (where the bias is added) and the weights laid out
+as (F, kh, kw, C), where each W_(i,j) is a matrix with a unit stride. The
+positions with q ≥ OW (and, between images, the padding rows) are computed
+and dropped: Wp/OW (one image) or Hp·Wp/(OH·OW) (a batch) times the useful
+work, a few per cent on large images. dx is the exact adjoint of the
+forward sum: the same slices, the transposed kernel, accumulated into the
+padded input gradient; it equals the textbook form (dy padded once and
+correlated with the flipped kernel) and needs no condition on the padding.
+
+Only stride 1 has this form (a strided window is not a contiguous slice);
+the tiled im2col path serves strided convolutions. The same lines run on
+NumPy and CuPy (``xp = get_array_module(x)``).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from .backend import gemm_accumulate, get_array_module
+
+__all__ = ["conv2d_forward", "conv2d_backward", "suits", "ShiftConvCache"]
+
+
+class ShiftConvCache(NamedTuple):
+    padded: object  # P (C, N·Hp·Wp): the padded input, flat, channel-major
+    rows: object  # the weights as (F, kh, kw, C)
+    x_shape: tuple  # (N, C, H, W)
+    padding: tuple  # (ph, pw)
+
+
+def suits(in_channels: int, stride, min_channels: int = 8) -> bool:
+    """The dispatch rule: stride 1 and at least ``min_channels`` input channels.
+
+    With few channels each shifted GEMM has a tiny K (a rank-C update that
+    streams the whole output through memory kh·kw times), while the columns
+    of im2col are small (C·kh·kw rows): there im2col's single GEMM is cheaper.
+    """
+    sh, sw = (stride, stride) if isinstance(stride, int) else stride
+    return (sh, sw) == (1, 1) and in_channels >= min_channels
+
+
+def _grid(n, h, w, kh, kw, ph, pw):
+    """(Hp, Wp, OH, OW, L) of the padded-width grid."""
+    hp, wp = h + 2 * ph, w + 2 * pw
+    oh, ow = hp - kh + 1, wp - kw + 1
+    return hp, wp, oh, ow, (n - 1) * hp * wp + (oh - 1) * wp + ow
+
+
+def pad_flat(x, ph, pw):
+    """x (N, C, H, W) -> P (C, N·Hp·Wp): zero-padded, channel-major, each plane flat."""
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    hp, wp = h + 2 * ph, w + 2 * pw
+    p = xp.empty((c, n, hp, wp), dtype=x.dtype)
+    # zero only the border; the interior is one copy of x
+    p[:, :, :ph] = 0
+    p[:, :, ph + h :] = 0
+    p[:, :, ph : ph + h, :pw] = 0
+    p[:, :, ph : ph + h, pw + w :] = 0
+    p[:, :, ph : ph + h, pw : pw + w] = x.transpose(1, 0, 2, 3)
+    return p.reshape(c, n * hp * wp)
+
+
+def _kernel_rows(weight):
+    """weight (F, C, kh, kw) -> (F, kh, kw, C): each [:, i, j, :] a unit-stride (F, C) matrix."""
+    xp = get_array_module(weight)
+    return xp.ascontiguousarray(weight.transpose(0, 2, 3, 1))
+
+
+def conv2d_forward(x, weight, bias, padding=(0, 0)):
+    """y = x ⋆ weight + bias with stride 1, as kh·kw shifted GEMMs (module docstring).
+
+    x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None, padding (ph, pw)
+    -> y: (N, F, OH, OW), cache for ``conv2d_backward``.
+    """
+    xp = get_array_module(x)
+    n, c, h, w = x.shape
+    f, _, kh, kw = weight.shape
+    ph, pw = padding
+    hp, wp, oh, ow, length = _grid(n, h, w, kh, kw, ph, pw)
+    padded = pad_flat(x, ph, pw)  # (C, N·Hp·Wp)
+    rows = _kernel_rows(weight)  # (F, kh, kw, C)
+    grid = xp.empty((f, n * hp * wp), dtype=x.dtype)
+    out = grid[:, :length]
+    for i in range(kh):
+        for j in range(kw):
+            s = i * wp + j
+            if i == 0 and j == 0:
+                xp.matmul(rows[:, 0, 0], padded[:, :length], out=out)
+            else:
+                gemm_accumulate(out, rows[:, i, j], padded[:, s : s + length])
+    valid = grid.reshape(f, n, hp, wp)[:, :, :oh, :ow].transpose(1, 0, 2, 3)  # (N, F, OH, OW)
+    y = xp.empty((n, f, oh, ow), dtype=x.dtype)
+    if bias is None:
+        y[...] = valid
+    else:
+        xp.add(valid, bias.reshape(1, f, 1, 1), out=y)
+    return y, ShiftConvCache(padded, rows, x.shape, (ph, pw))
+
+
+def conv2d_backward(dy, cache, param_grads=True):
+    """Gradients of ``conv2d_forward``.
+
+    dy: (N, F, OH, OW) -> dx (N, C, H, W), dweight (F, C, kh, kw), dbias (F,)
+    (the last two None when ``param_grads`` is False). dY is dy laid on the
+    padded-width grid (zeros at the dropped positions);
+    dW_(i,j) = dY · X_(i,j)ᵀ and dP[:, s_ij : s_ij + L] += W_(i,j)ᵀ · dY.
+    """
+    padded, rows, x_shape, (ph, pw) = cache
+    xp = get_array_module(dy)
+    n, c, h, w = x_shape
+    f, kh, kw, _ = rows.shape
+    hp, wp, oh, ow, length = _grid(n, h, w, kh, kw, ph, pw)
+    dgrid = xp.empty((f, n, hp, wp), dtype=dy.dtype)
+    dgrid[:, :, oh:] = 0
+    dgrid[:, :, :oh, ow:] = 0
+    dgrid[:, :, :oh, :ow] = dy.transpose(1, 0, 2, 3)
+    dgrid = dgrid.reshape(f, n * hp * wp)[:, :length]  # (F, L)
+    dpadded = xp.zeros((c, n * hp * wp), dtype=dy.dtype)
+    drows = xp.zeros((f, kh, kw, c), dtype=dy.dtype) if param_grads else None
+    for i in range(kh):
+        for j in range(kw):
+            s = i * wp + j
+            gemm_accumulate(dpadded[:, s : s + length], rows[:, i, j].T, dgrid)
+            if param_grads:
+                gemm_accumulate(drows[:, i, j], dgrid, padded[:, s : s + length].T)
+    dx = dpadded.reshape(c, n, hp, wp)[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3)
+    dx = xp.ascontiguousarray(dx)
+    if not param_grads:
+        return dx, None, None
+    return dx, drows.transpose(0, 3, 1, 2), dy.sum(axis=(0, 2, 3))
