@@ -299,11 +299,11 @@ def test_command_localises_user_images_and_reports_corloc(tmp_path, capsys):
     """A photo larger than the net's input: the box comes back in the photo's pixels."""
     from PIL import Image
 
+    from tinyconv import models
     from tinyconv.cli import main
-    from tinyconv.datasets.scenes import scenes_cnn
     from tinyconv.engine.train import he_init
 
-    net = he_init(scenes_cnn(size=32), seed=0)
+    net = he_init(models.build("scenes-cnn", size=32), seed=0)
     net.save(tmp_path / "net.npz")
     rng = np.random.default_rng(0)
     image = (_textured_background(rng, 60, 80) * 255).astype(np.uint8)

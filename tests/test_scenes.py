@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinyconv import models
 from tinyconv.datasets import scenes
 from tinyconv.errors import DataError
 
@@ -96,7 +97,7 @@ def test_tensors_normalise_per_channel(photos):
 
 
 def test_scene_classifier_shape():
-    net = scenes.scenes_cnn()
+    net = models.build("scenes-cnn")
     assert net.output_shapes((3, scenes.SIZE, scenes.SIZE))[-1] == (10,)
 
 

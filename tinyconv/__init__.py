@@ -26,7 +26,17 @@ from .engine.layers import (
     ReLU,
 )
 from .engine.network import Sequential
-from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
+from .errors import (
+    ArgumentTypeError,
+    DataError,
+    DeviceError,
+    OptionError,
+    RuleError,
+    ShapeError,
+    TargetError,
+    TinyconvError,
+    WeightsError,
+)
 from .methods.classviz import class_model, class_models
 from .methods.localisation.pipeline import localize
 from .methods.saliency import input_gradient, saliency, smoothgrad
@@ -43,7 +53,8 @@ __all__ = [
     # devices
     "cuda_available", "device_of", "get_array_module", "to_device", "to_numpy",
     # errors
-    "DataError", "RuleError", "ShapeError", "TargetError", "TinyconvError", "WeightsError",
+    "ArgumentTypeError", "DataError", "DeviceError", "OptionError", "RuleError", "ShapeError", "TargetError",
+    "TinyconvError", "WeightsError",
     # the engine
     "Sequential", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
     "Dropout",

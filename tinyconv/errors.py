@@ -1,9 +1,11 @@
-"""The errors tinyconv raises on bad input.
+"""The errors tinyconv raises on bad input: every exception class of the package.
 
 Every problem that a user can cause (a wrong shape, an unknown class index, a
-corrupt weights file) raises a subclass of ``TinyconvError`` whose message
-names the problem; the subclasses also derive from the built-in exception a
-Python user would expect (``ValueError``, ``KeyError``...).
+corrupt weights file, an option out of range) raises a subclass of
+``TinyconvError`` whose message names the problem in one line; the
+subclasses also derive from the built-in exception a Python user would expect
+(``ValueError``, ``TypeError``, ``RuntimeError``), so ``except ValueError``
+keeps working. The command line prints the message and exits with status 2.
 """
 
 
@@ -13,6 +15,17 @@ class TinyconvError(Exception):
 
 class ShapeError(TinyconvError, ValueError):
     """An array has the wrong rank, size, channel count or dtype."""
+
+
+class OptionError(TinyconvError, ValueError):
+    """An option or argument value out of range or not one of the allowed
+    choices (a learning rate <= 0, a probability outside [0, 1), an unknown
+    schedule, an architecture option it does not take...)."""
+
+
+class ArgumentTypeError(TinyconvError, TypeError):
+    """An argument of the wrong kind of object (not a tinyconv network, not a
+    ``torch.nn.Module``, not a tinyconv layer...)."""
 
 
 class RuleError(TinyconvError, ValueError):
@@ -29,3 +42,13 @@ class WeightsError(TinyconvError, ValueError):
 
 class DataError(TinyconvError, ValueError):
     """A dataset file that is missing or malformed."""
+
+
+class DeviceError(TinyconvError, RuntimeError):
+    """A device was asked for that this machine cannot give, or arrays disagree."""
+
+
+__all__ = [
+    "ArgumentTypeError", "DataError", "DeviceError", "OptionError", "RuleError", "ShapeError",
+    "TargetError", "TinyconvError", "WeightsError",
+]  # fmt: skip

