@@ -30,6 +30,7 @@ from .errors import (
     ArgumentTypeError,
     DataError,
     DeviceError,
+    MissingDependency,
     OptionError,
     RuleError,
     ShapeError,
@@ -53,8 +54,8 @@ __all__ = [
     # devices
     "cuda_available", "device_of", "get_array_module", "to_device", "to_numpy",
     # errors
-    "ArgumentTypeError", "DataError", "DeviceError", "OptionError", "RuleError", "ShapeError", "TargetError",
-    "TinyconvError", "WeightsError",
+    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "OptionError", "RuleError",
+    "ShapeError", "TargetError", "TinyconvError", "WeightsError",
     # the engine
     "Sequential", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
     "Dropout",

@@ -41,14 +41,19 @@ class WeightsError(TinyconvError, ValueError):
 
 
 class DataError(TinyconvError, ValueError):
-    """A dataset file that is missing or malformed."""
+    """A dataset file that is missing or malformed, or data with nothing in it
+    (no images to score, an empty mask)."""
 
 
 class DeviceError(TinyconvError, RuntimeError):
     """A device was asked for that this machine cannot give, or arrays disagree."""
 
 
+class MissingDependency(TinyconvError, ModuleNotFoundError):
+    """An optional dependency (PyMaxflow or scipy for localisation) is not installed."""
+
+
 __all__ = [
-    "ArgumentTypeError", "DataError", "DeviceError", "OptionError", "RuleError", "ShapeError",
-    "TargetError", "TinyconvError", "WeightsError",
+    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "OptionError", "RuleError",
+    "ShapeError", "TargetError", "TinyconvError", "WeightsError",
 ]  # fmt: skip

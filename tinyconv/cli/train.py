@@ -17,7 +17,7 @@ from .. import models
 from ..datasets import mnist as data
 from ..engine.network import Sequential
 from ..engine.train import evaluate, fit
-from ..errors import WeightsError
+from ..errors import OptionError, WeightsError
 from ..models.native import load, save
 from ._common import add_device_option, add_weights_option
 
@@ -101,7 +101,7 @@ def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
     if not args.output:
-        raise SystemExit("tinyconv train: error: -o/--output FILE is required")
+        raise OptionError("-o/--output FILE is required")
     classes = data.DATASETS[args.dataset][1]
     images, labels = data.load_dataset(args.dataset, "train", args.data)
     if args.train_size:

@@ -43,7 +43,7 @@ from ..engine.layers import (
     conv2d_forward,
     unpool,
 )
-from ..errors import ShapeError, TargetError
+from ..errors import OptionError, RuleError, ShapeError, TargetError
 from .saliency import _one_hot, inference_mode, input_gradient, resolve_targets
 
 __all__ = ["deconvolve", "reconstruct", "compare", "walk_back", "resolve_layer", "RECTIFIERS"]
@@ -156,7 +156,7 @@ def walk_back(net, r, start=None, rectifier="deconvnet"):
     "deconvnet" is Zeiler & Fergus's network.
     """
     if rectifier not in RECTIFIERS:
-        raise ValueError(f"unknown rectifier {rectifier!r}; expected one of {', '.join(RECTIFIERS)}")
+        raise RuleError(f"unknown rectifier {rectifier!r}; expected one of {', '.join(RECTIFIERS)}")
     stop = len(net.layers) - 1 if start is None else net.index(start)
     for layer in reversed(net.layers[: stop + 1]):
         cached = layer.switches if isinstance(layer, MaxPool2d) else layer.cache
@@ -193,7 +193,7 @@ def reconstruct(net, x, target=None, layer=None, unit=None, keep="map", rectifie
     keep: "map" keeps the whole map's activations, "max" only its largest one.
     """
     if keep not in ("map", "max"):
-        raise ValueError(f"keep must be 'map' or 'max', got {keep!r}")
+        raise OptionError(f"keep must be 'map' or 'max', got {keep!r}")
     with inference_mode(net):
         if layer is None:
             if unit is not None:

@@ -41,17 +41,13 @@ from __future__ import annotations
 import numpy as np
 
 from ...engine.backend import to_numpy
-from ...errors import ShapeError, TinyconvError
+from ...errors import DataError, MissingDependency, OptionError, ShapeError
 from .gmm import GaussianMixture
 
 INSTALL_HINT = "pip install 'tinyconv[localize]' (PyMaxflow and scipy)"
 #: 8-neighbourhood offsets (dy, dx), each undirected pair counted once.
 OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 PIN = 1e9  # capacity that stands for "infinite" on a seed's t-link
-
-
-class MissingDependency(TinyconvError, ModuleNotFoundError):
-    """PyMaxflow or scipy is not installed."""
 
 
 def _maxflow():
@@ -152,7 +148,7 @@ def seeds(saliency, fg_quantile=0.95, bg_quantile=0.30):
     for a constant map.
     """
     if not 0 <= bg_quantile < fg_quantile <= 1:
-        raise ValueError(f"need 0 <= bg_quantile < fg_quantile <= 1, got {bg_quantile}, {fg_quantile}")
+        raise OptionError(f"need 0 <= bg_quantile < fg_quantile <= 1, got {bg_quantile}, {fg_quantile}")
     s = np.asarray(saliency, dtype=np.float64)
     finite = np.isfinite(s)
     if not finite.any():
@@ -256,7 +252,7 @@ def mask_box(mask):
     """Bounding box (x0, y0, x1, y1) of a non-empty (H, W) bool mask, x1/y1 exclusive."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        raise ValueError("empty mask has no bounding box")
+        raise DataError("empty mask has no bounding box")
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
@@ -326,7 +322,7 @@ def localize(
             info,
         )
     if int(iterations) < 1:
-        raise ValueError(f"iterations must be at least 1, got {iterations}")
+        raise OptionError(f"iterations must be at least 1, got {iterations}")
     rng = np.random.default_rng(seed)
     flat = img.reshape(-1, img.shape[2])
     weights, beta = contrast_weights(img, gamma)
