@@ -97,6 +97,42 @@ def _command_line(args) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+def _start_net(args, classes) -> Sequential:
+    """The network to train: ``--weights`` (fine-tuning) or a fresh ``--arch``."""
+    if not args.weights:
+        return build_net(args.arch, classes)
+    net = load(args.weights)
+    if net.num_classes != len(classes) or net.input_shape not in (None, GREY_28):
+        raise WeightsError(
+            f"{args.weights} takes input {net.input_shape} and has {net.num_classes} classes; "
+            f"{args.dataset} needs (1, 28, 28) and {len(classes)}"
+        )
+    net.classes = list(classes)
+    return net
+
+
+def _record_run(net, args, command: str, test_images: int) -> dict:
+    """Write the run's totals and the commands that evaluate and resume it into
+    ``net.meta``; -> the last epoch's record."""
+    history = net.meta["training"]["history"]
+    final = history[-1]
+    epoch_seconds = [h["seconds"] for h in history]
+    eval_seconds = [h.get("eval_seconds", 0) for h in history]
+    net.meta["training"]["seconds_total"] = round(sum(epoch_seconds) + sum(eval_seconds), 1)
+    net.meta["training"]["seconds_per_epoch"] = round(sum(epoch_seconds) / len(epoch_seconds), 1)
+    if "val_acc" in final:
+        net.meta["test_accuracy"] = final["val_acc"]
+        net.meta["test_images"] = test_images
+        data_option = f" --data {shlex.quote(args.data)}" if args.data else ""
+        net.meta["evaluation_command"] = (
+            f"tinyconv train --evaluate {shlex.quote(args.output)} --dataset {args.dataset}{data_option}"
+        )
+    if args.resume:
+        net.meta["resume_command"] = command
+    net.meta["training"].pop("optimizer", None)
+    return final
+
+
 def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
@@ -107,16 +143,7 @@ def run(args) -> int:
     if args.train_size:
         images, labels = images[: args.train_size], labels[: args.train_size]
     test_images, test_labels = data.load_dataset(args.dataset, "test", args.data)
-    if args.weights:
-        net = load(args.weights)
-        if net.num_classes != len(classes) or net.input_shape not in (None, (1, 28, 28)):
-            raise WeightsError(
-                f"{args.weights} takes input {net.input_shape} and has {net.num_classes} classes; "
-                f"{args.dataset} needs (1, 28, 28) and {len(classes)}"
-            )
-        net.classes = list(classes)
-    else:
-        net = build_net(args.arch, classes)
+    net = _start_net(args, classes)
     if args.weights and net.mean is not None and net.std is not None:
         mean, std = net.mean[0], net.std[0]  # fine-tuning keeps the network's normalisation
     else:
@@ -140,22 +167,7 @@ def run(args) -> int:
         flip=args.flip, checkpoint=checkpoint, resume=args.resume, init=not args.weights, device=args.device,
         progress=not args.quiet, log=lambda msg: print(msg, flush=True),
     )  # fmt: skip
-    history = net.meta["training"]["history"]
-    final = history[-1]
-    epoch_seconds = [h["seconds"] for h in history]
-    eval_seconds = [h.get("eval_seconds", 0) for h in history]
-    net.meta["training"]["seconds_total"] = round(sum(epoch_seconds) + sum(eval_seconds), 1)
-    net.meta["training"]["seconds_per_epoch"] = round(sum(epoch_seconds) / len(epoch_seconds), 1)
-    if "val_acc" in final:
-        net.meta["test_accuracy"] = final["val_acc"]
-        net.meta["test_images"] = len(test_labels)
-        data_option = f" --data {shlex.quote(args.data)}" if args.data else ""
-        net.meta["evaluation_command"] = (
-            f"tinyconv train --evaluate {shlex.quote(args.output)} --dataset {args.dataset}{data_option}"
-        )
-    if args.resume:
-        net.meta["resume_command"] = command
-    net.meta["training"].pop("optimizer", None)
+    final = _record_run(net, args, command, len(test_labels))
     save(net.to("cpu"), args.output)
     print(f"wrote {args.output} ({time.perf_counter() - t0:.0f} s this run"
           + (f", test accuracy {final['val_acc']:.4f}" if "val_acc" in final else "") + ")")
