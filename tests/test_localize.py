@@ -344,7 +344,8 @@ def test_benchmark_command_writes_table_csv_and_pictures(tmp_path):
         bundled("scenes_cnn.npz")
         load_scenes("test", n=1)
     except DataError as exc:
-        pytest.skip(f"needs Fashion-MNIST, the photographs and weights/scenes_cnn.npz: {exc}")
+        why = str(exc).split(". ")[0]  # the missing file, without the install help
+        pytest.skip(f"needs Fashion-MNIST, the photographs and weights/scenes_cnn.npz ({why})")
     out = tmp_path / "bench"
     argv = ["--scenes", "12", "--tune-scenes", "12", "--tune-graphcut", "3", "--pictures", "2"]
     argv += ["-o", str(out)]

@@ -107,7 +107,7 @@ def test_real_fashion_mnist_scenes():
     try:
         s = scenes.load_scenes("test", n=8)
     except DataError as exc:
-        pytest.skip(f"Fashion-MNIST or the photographs are not installed: {exc}")
+        pytest.skip(f"Fashion-MNIST or the photographs are not installed ({str(exc).split('. ')[0]})")
     images, labels = data.load_fashion_mnist("test")
     np.testing.assert_array_equal(s.labels, labels[s.items])
     widths = s.boxes[:, 2] - s.boxes[:, 0]
