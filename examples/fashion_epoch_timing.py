@@ -14,6 +14,7 @@ import time
 import numpy as np
 import torch
 
+from tinyconv import models
 from tinyconv.datasets import mnist as data
 from tinyconv.engine import train
 
@@ -23,7 +24,7 @@ images, labels = data.load_fashion_mnist("test")
 x = data.normalise(images[: BATCH * 8], 0.286, 0.353)
 y = labels[: BATCH * 8]
 
-net = train.fashion_cnn()
+net = models.build("fashion-cnn")
 train.he_init(net, 0)
 net.train()
 opt = train.SGD(net, lr=0.01, momentum=0.9, weight_decay=5e-4)

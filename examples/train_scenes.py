@@ -16,6 +16,7 @@ import argparse
 import json
 import time
 
+from tinyconv import models
 from tinyconv.datasets import scenes
 from tinyconv.engine.train import fit
 
@@ -40,7 +41,7 @@ def main(argv=None):
     x = train.tensors(mean, std)
     xt = test.tensors(mean, std)
     print(f"built {len(train)} + {len(test)} scenes in {time.time() - t0:.1f} s", flush=True)
-    net = scenes.scenes_cnn(mean=mean, std=std)
+    net = models.build("scenes-cnn", mean=mean, std=std)
     net = fit(
         net, x, train.labels, xt, test.labels, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         seed=args.seed, flip=True, checkpoint=args.checkpoint, log=lambda m: print(m, flush=True),

@@ -500,3 +500,20 @@ def test_fuzzed_pickles_read_or_fail_cleanly(valid_pth, tmp_path_factory, edits)
         for key, data in entries.items():
             z.writestr(key, data)
     _load_or_fail_cleanly(folder / "m.pth")
+
+
+def test_fold_into_keeps_the_geometry_and_names_a_bad_statistic(rng):
+    """fold_into is conv then eval-mode BN (float64, stride 2), and refuses statistics of another size."""
+    w, b = rng.standard_normal((4, 3, 3, 3)), rng.standard_normal(4)
+    gamma, beta = rng.uniform(0.5, 2, 4), rng.standard_normal(4)
+    mean, var = rng.standard_normal(4), rng.uniform(0.1, 2, 4)
+    x = rng.standard_normal((2, 3, 9, 9))
+    conv = models.conv2d_from(w, b, stride=2, padding=1)
+    z = conv.forward(x)
+    s = (gamma / np.sqrt(var + 1e-3))[:, None, None]
+    want = (z - mean[:, None, None]) * s + beta[:, None, None]
+    folded = checkpoint.fold_into(conv, gamma, beta, mean, var, 1e-3)
+    assert folded.stride == (2, 2) and folded.padding == (1, 1)
+    np.testing.assert_allclose(folded.forward(x), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(WeightsError, match=r"features.1.running_var is \(5,\), expected \(4,\)"):
+        checkpoint.fold_into(conv, gamma, beta, mean, np.ones(5), where="features.1")

@@ -299,11 +299,11 @@ def test_command_localises_user_images_and_reports_corloc(tmp_path, capsys):
     """A photo larger than the net's input: the box comes back in the photo's pixels."""
     from PIL import Image
 
+    from tinyconv import models
     from tinyconv.cli import main
-    from tinyconv.datasets.scenes import scenes_cnn
     from tinyconv.engine.train import he_init
 
-    net = he_init(scenes_cnn(size=32), seed=0)
+    net = he_init(models.build("scenes-cnn", size=32), seed=0)
     net.save(tmp_path / "net.npz")
     rng = np.random.default_rng(0)
     image = (_textured_background(rng, 60, 80) * 255).astype(np.uint8)
@@ -344,7 +344,8 @@ def test_benchmark_command_writes_table_csv_and_pictures(tmp_path):
         bundled("scenes_cnn.npz")
         load_scenes("test", n=1)
     except DataError as exc:
-        pytest.skip(f"needs Fashion-MNIST, the photographs and weights/scenes_cnn.npz: {exc}")
+        why = str(exc).split(". ")[0]  # the missing file, without the install help
+        pytest.skip(f"needs Fashion-MNIST, the photographs and weights/scenes_cnn.npz ({why})")
     out = tmp_path / "bench"
     argv = ["--scenes", "12", "--tune-scenes", "12", "--tune-graphcut", "3", "--pictures", "2"]
     argv += ["-o", str(out)]

@@ -111,3 +111,57 @@ def test_state_dict_keys_match_pytorch():
 def test_exported_api():
     assert tc.load is tc.models.native.load and callable(tc.load_checkpoint) and callable(tc.from_torch)
     assert tc.models.build is models.build
+
+
+BUNDLED = {"mnist-cnn": "mnist_cnn.npz", "fashion-cnn": "fashion_cnn.npz", "scenes-cnn": "scenes_cnn.npz"}
+
+
+@pytest.mark.parametrize("arch", sorted(BUNDLED))
+def test_registry_builds_the_bundled_networks(arch):
+    """The registry's architecture is the one each bundled file was made with: same layer names
+    and specs, and its layers filled with the file's arrays compute the file's scores."""
+    from tinyconv.models.native import bundled, describe
+
+    saved = tc.load(bundled(BUNDLED[arch]))
+    assert saved.meta["arch"] == arch
+    net = models.build(arch, classes=saved.classes, mean=saved.mean, std=saved.std, seed=0)
+    assert [layer["spec"] for layer in describe(net)["layers"]] == [
+        layer["spec"] for layer in describe(saved)["layers"]
+    ]
+    assert [layer.name for layer in net] == [layer.name for layer in saved]
+    assert net.input_shape == saved.input_shape
+    for p, q in zip(net.parameters(), saved.parameters(), strict=True):
+        p.value[...] = q.value
+    x = np.random.default_rng(0).standard_normal((2, *saved.input_shape)).astype(np.float32)
+    np.testing.assert_array_equal(net.forward(x), saved.forward(x))
+
+
+def test_own_architectures_take_their_options():
+    assert set(models.OWN_ARCHS) <= set(models.ALL_ARCHS) and set(models.ARCHS) <= set(models.ALL_ARCHS)
+    small = models.build("scenes-cnn", size=32, seed=0)
+    assert small.input_shape == (3, 32, 32) and small.output_shapes((3, 32, 32))[-1] == (10,)
+    assert small.classes[0] == "T-shirt/top" and small.meta["arch"] == "scenes-cnn"
+    wide = models.build("fashion-cnn", hidden=64, dropout=0.1, num_classes=4, seed=0)
+    assert wide["fc_layers.0"].out_features == 64 and wide["fc_layers.2"].p == 0.1
+    assert wide.num_classes == 4 and wide.classes is None and wide.mean is None
+    assert models.check_arch("Fashion_CNN") == "fashion-cnn"
+    with pytest.raises(tc.OptionError, match=r"'scenes-cnn' has no option hidden \(it takes size\)"):
+        models.build("scenes-cnn", hidden=3)
+    with pytest.raises(tc.OptionError, match="vgg16' has no option size"):
+        models.build("vgg16", size=32)
+    with pytest.raises(tc.OptionError, match="multiple of 16, got 40"):
+        models.build("scenes-cnn", size=40)
+
+
+@pytest.mark.parametrize("arch", ["vgg11_bn", "alexnet", *models.OWN_ARCHS])
+def test_param_shapes_predict_the_built_layers(arch):
+    """The shapes computed from a blueprint entry, without building it, are those of the built layer."""
+    from tinyconv.engine.layers import param_shapes
+
+    built = dict(models.layout(arch, num_classes=7, seed=0))
+    for name, entry in models.blueprint(arch, num_classes=7):
+        if entry == models.BATCHNORM:
+            continue
+        predicted = param_shapes(models.spec_of(entry))
+        assert predicted == {k: v.shape for k, v in built[name].params.items()}, name
+        assert predicted == param_shapes(built[name].spec()), name

@@ -5,6 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tinyconv import models
 from tinyconv.datasets import scenes
 from tinyconv.errors import DataError
 
@@ -96,7 +97,7 @@ def test_tensors_normalise_per_channel(photos):
 
 
 def test_scene_classifier_shape():
-    net = scenes.scenes_cnn()
+    net = models.build("scenes-cnn")
     assert net.output_shapes((3, scenes.SIZE, scenes.SIZE))[-1] == (10,)
 
 
@@ -106,7 +107,7 @@ def test_real_fashion_mnist_scenes():
     try:
         s = scenes.load_scenes("test", n=8)
     except DataError as exc:
-        pytest.skip(f"Fashion-MNIST or the photographs are not installed: {exc}")
+        pytest.skip(f"Fashion-MNIST or the photographs are not installed ({str(exc).split('. ')[0]})")
     images, labels = data.load_fashion_mnist("test")
     np.testing.assert_array_equal(s.labels, labels[s.items])
     widths = s.boxes[:, 2] - s.boxes[:, 0]

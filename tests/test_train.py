@@ -9,6 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tinyconv as tc
+from tinyconv import models
+from tinyconv.cli import train as train_command
 from tinyconv.engine import train
 from tinyconv.engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.errors import ShapeError
@@ -202,8 +204,8 @@ def test_fit_rejects_mismatched_data(rng):
 
 
 def test_architectures_take_28x28():
-    for name in train.ARCHS:
-        net = train.build_arch(name, list("abcdefghij"))
+    for name in train_command.grey_archs():
+        net = train_command.build_net(name, list("abcdefghij"))
         assert net.output_shapes((1, 28, 28))[-1] == (10,)
 
 
@@ -328,7 +330,7 @@ def test_train_command_fine_tunes_from_weights(tmp_path, rng):
     for split, n in (("train", 32), ("t10k", 10)):
         write_idx(tmp_path / f"{split}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte", np.arange(n) % 10)
-    start = train.small_cnn(classes=list("0123456789"))
+    start = models.build("small-cnn", classes=list("0123456789"))
     train.he_init(start, seed=0)
     start.mean, start.std = (0.5,), (0.25,)
     start.save(tmp_path / "start.npz")

@@ -26,7 +26,18 @@ from .engine.layers import (
     ReLU,
 )
 from .engine.network import Sequential
-from .errors import DataError, RuleError, ShapeError, TargetError, TinyconvError, WeightsError
+from .errors import (
+    ArgumentTypeError,
+    DataError,
+    DeviceError,
+    MissingDependency,
+    OptionError,
+    RuleError,
+    ShapeError,
+    TargetError,
+    TinyconvError,
+    WeightsError,
+)
 from .methods.attribution import gradcam, guided_gradcam, input_x_gradient, integrated_gradients, occlusion
 from .methods.classviz import class_model, class_models
 from .methods.localisation.pipeline import localize
@@ -46,7 +57,8 @@ __all__ = [
     # devices
     "cuda_available", "device_of", "get_array_module", "to_device", "to_numpy",
     # errors
-    "DataError", "RuleError", "ShapeError", "TargetError", "TinyconvError", "WeightsError",
+    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "OptionError", "RuleError",
+    "ShapeError", "TargetError", "TinyconvError", "WeightsError",
     # the engine
     "Sequential", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
     "Dropout",

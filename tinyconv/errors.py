@@ -1,9 +1,11 @@
-"""The errors tinyconv raises on bad input.
+"""The errors tinyconv raises on bad input: every exception class of the package.
 
 Every problem that a user can cause (a wrong shape, an unknown class index, a
-corrupt weights file) raises a subclass of ``TinyconvError`` whose message
-names the problem; the subclasses also derive from the built-in exception a
-Python user would expect (``ValueError``, ``KeyError``...).
+corrupt weights file, an option out of range) raises a subclass of
+``TinyconvError`` whose message names the problem in one line; the
+subclasses also derive from the built-in exception a Python user would expect
+(``ValueError``, ``TypeError``, ``RuntimeError``), so ``except ValueError``
+keeps working. The command line prints the message and exits with status 2.
 """
 
 
@@ -21,6 +23,11 @@ class OptionError(TinyconvError, ValueError):
     schedule, an architecture option it does not take...)."""
 
 
+class ArgumentTypeError(TinyconvError, TypeError):
+    """An argument of the wrong kind of object (not a tinyconv network, not a
+    ``torch.nn.Module``, not a tinyconv layer...)."""
+
+
 class RuleError(TinyconvError, ValueError):
     """An unknown ReLU backward rule."""
 
@@ -34,10 +41,25 @@ class WeightsError(TinyconvError, ValueError):
 
 
 class DataError(TinyconvError, ValueError):
-    """A dataset file that is missing or malformed."""
+    """A dataset file that is missing or malformed, or data with nothing in it
+    (no images to score, an empty mask)."""
 
 
 class PrecisionWarning(UserWarning):
     """Parameter gradients computed in a wider dtype than the parameters were
     rounded on the way into ``layer.grads`` (e.g. float64 input to a float32
     network): cast the network (``net.astype(np.float64)``) for float64 checks."""
+
+
+class DeviceError(TinyconvError, RuntimeError):
+    """A device was asked for that this machine cannot give, or arrays disagree."""
+
+
+class MissingDependency(TinyconvError, ModuleNotFoundError):
+    """An optional dependency (PyMaxflow or scipy for localisation) is not installed."""
+
+
+__all__ = [
+    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "OptionError", "PrecisionWarning",
+    "RuleError", "ShapeError", "TargetError", "TinyconvError", "WeightsError",
+]  # fmt: skip

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..errors import WeightsError
+from ..errors import OptionError, WeightsError
 from ..models import registry as models
 from ..models.checkpoint import BN_EPS, load_checkpoint
 from ..models.native import is_native, load, save, sha256
@@ -94,15 +94,15 @@ def run(args) -> int:
         net = load_checkpoint(source, arch=args.arch, classes=classes, dtype=args.dtype, bn_eps=args.bn_eps)
     if args.mean is not None or args.std is not None:
         if args.mean is None or args.std is None:
-            raise WeightsError("give --mean and --std together")
+            raise OptionError("give --mean and --std together")
         channels = net.input_shape[0] if net.input_shape else len(args.mean)
         try:
             net.mean = net._per_channel(args.mean, "mean", channels)
             net.std = net._per_channel(args.std, "std", channels)
         except ValueError as exc:
-            raise WeightsError(f"{exc} (network input {net.input_shape})") from None
+            raise OptionError(f"{exc} (network input {net.input_shape})") from None
         if min(net.std) <= 0:
-            raise WeightsError(f"--std must be positive, got {args.std}")
+            raise OptionError(f"--std must be positive, got {args.std}")
     if args.licence:
         net.meta["licence"] = args.licence
     net.meta["converted_by"] = f"tinyconv {__version__} (tinyconv convert)"

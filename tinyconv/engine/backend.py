@@ -17,7 +17,7 @@ import sys
 
 import numpy as np
 
-from ..errors import TinyconvError
+from ..errors import DeviceError, OptionError
 
 __all__ = [
     "DeviceError",
@@ -31,10 +31,6 @@ __all__ = [
     "gemm_accumulate",
     "blas_gemm_available",
 ]
-
-
-class DeviceError(TinyconvError, RuntimeError):
-    """A device was asked for that this machine cannot give, or arrays disagree."""
 
 
 # name -> (array type, module); the module must offer NumPy's API plus
@@ -72,7 +68,7 @@ def register_backend(name: str, array_type: type, module: object) -> None:
     ``asarray`` (host array in, device array out) and ``asnumpy`` (the reverse).
     """
     if name == "cpu":
-        raise ValueError("'cpu' is NumPy's name and cannot be re-registered")
+        raise OptionError("'cpu' is NumPy's name and cannot be re-registered")
     _BACKENDS[name] = (array_type, module)
 
 

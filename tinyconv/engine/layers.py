@@ -220,9 +220,9 @@ class Conv2d(Layer):
         if seed is not False:  # False: from_arrays fills the parameters
             rng = np.random.default_rng(seed)
             bound = 1.0 / np.sqrt(self.in_channels * self.kernel_size[0] * self.kernel_size[1])
-            weight = _uniform(rng, bound, (self.out_channels, self.in_channels, *self.kernel_size))
-            self.set_params({"weight": weight, "bias": _uniform(rng, bound, (self.out_channels,))}
-                            if bias else {"weight": weight})  # fmt: skip
+            shapes = param_shapes({"type": "Conv2d", "in_channels": self.in_channels, "bias": bias,
+                                   "out_channels": self.out_channels, "kernel_size": self.kernel_size})
+            self.set_params({key: _uniform(rng, bound, shape) for key, shape in shapes.items()})
 
     @classmethod
     def from_arrays(cls, weight, bias=None, stride=1, padding=0) -> Conv2d:
@@ -404,9 +404,9 @@ class Linear(Layer):
         if seed is not False:  # False: from_arrays fills the parameters
             rng = np.random.default_rng(seed)
             bound = 1.0 / np.sqrt(self.in_features)
-            weight = _uniform(rng, bound, (self.out_features, self.in_features))
-            self.set_params({"weight": weight, "bias": _uniform(rng, bound, (self.out_features,))}
-                            if bias else {"weight": weight})  # fmt: skip
+            shapes = param_shapes({"type": "Linear", "in_features": self.in_features,
+                                   "out_features": self.out_features, "bias": bias})
+            self.set_params({key: _uniform(rng, bound, shape) for key, shape in shapes.items()})
 
     @classmethod
     def from_arrays(cls, weight, bias=None) -> Linear:
@@ -602,11 +602,12 @@ class Pad2d(Layer):
         return top, bottom, left, right
 
     def forward(self, x):
-        self._check(x, 4)
+        self._check_input(x, 4)
         y, self.cache = pad2d_forward(x, self._pads_for(x.shape[2], x.shape[3]), self.value)
-        return y
+        return self._record_output(y)
 
     def backward(self, dy, param_grads=True):
+        self.check_gradient(dy)
         return pad2d_backward(dy, self.cache)
 
     def output_shape(self, shape):
@@ -637,13 +638,14 @@ class ChannelAffine(Layer):
         self.grads = {k: np.zeros(v.shape, v.dtype) for k, v in self.params.items()}
 
     def forward(self, x):
-        self._check(x, None, self.channels)
+        self._check_input(x, None, self.channels)
         if x.ndim not in (2, 4):
             raise ShapeError(f"{self._where()}: expected (N, C) or (N, C, H, W), got {tuple(x.shape)}")
         y, self.cache = channel_affine_forward(x, self._param("scale", x), self._param("shift", x))
-        return y
+        return self._record_output(y)
 
     def backward(self, dy, param_grads=True):
+        self.check_gradient(dy)
         dx, dscale, dshift = channel_affine_backward(dy, self.cache, param_grads)
         self._accumulate(scale=dscale, shift=dshift)
         return dx
@@ -673,8 +675,8 @@ def avgpool2d_exclude_forward(x, kernel, stride, pads):
     count = xp.zeros((1, 1, oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            y += xpad[_window(i, j, oh, ow, sh, sw)]
-            count += ones[_window(i, j, oh, ow, sh, sw)]
+            y += xpad[F.window(i, j, oh, ow, sh, sw)]
+            count += ones[F.window(i, j, oh, ow, sh, sw)]
     return y / count, (x.shape, count)
 
 
@@ -689,7 +691,7 @@ def avgpool2d_exclude_backward(dy, cache, kernel, stride, pads):
     share = dy / count
     for i in range(kh):
         for j in range(kw):
-            out[_window(i, j, oh, ow, sh, sw)] += share
+            out[F.window(i, j, oh, ow, sh, sw)] += share
     return pad2d_backward(out, ((n, c, h, w), pads))
 
 
@@ -700,20 +702,21 @@ class AvgPool2dExcludePad(Layer):
 
     def __init__(self, kernel_size, stride=None, pads=(0, 0, 0, 0)):
         super().__init__()
-        self.kernel_size = _pair(kernel_size, "AvgPool2dExcludePad kernel_size")
-        self.stride = _pair(self.kernel_size if stride is None else stride, "AvgPool2dExcludePad stride")
+        self.kernel_size = pair(kernel_size, "AvgPool2dExcludePad kernel_size")
+        self.stride = pair(self.kernel_size if stride is None else stride, "AvgPool2dExcludePad stride")
         self.pads = _pads4(pads, "AvgPool2dExcludePad pads")
         (kh, kw), (top, bottom, left, right) = self.kernel_size, self.pads
         if max(top, bottom) >= kh or max(left, right) >= kw:
             raise ShapeError(f"AvgPool2dExcludePad pads {self.pads} must be smaller than the kernel")
 
     def forward(self, x):
-        self._check(x, 4)
+        self._check_input(x, 4)
         self.output_shape(x.shape[1:])
         y, self.cache = avgpool2d_exclude_forward(x, self.kernel_size, self.stride, self.pads)
-        return y
+        return self._record_output(y)
 
     def backward(self, dy, param_grads=True):
+        self.check_gradient(dy)
         return avgpool2d_exclude_backward(dy, self.cache, self.kernel_size, self.stride, self.pads)
 
     def output_shape(self, shape):
@@ -733,3 +736,22 @@ class AvgPool2dExcludePad(Layer):
 
 
 LAYER_TYPES.update({cls.__name__: cls for cls in (Pad2d, ChannelAffine, AvgPool2dExcludePad)})
+
+
+def param_shapes(spec: dict) -> dict:
+    """The parameter shapes of the layer ``spec`` (``Layer.spec()``) describes,
+    computed without building it (a size read from a file allocates nothing):
+    Conv2d weight (F, C, kh, kw) and bias (F,), Linear weight (out, in) and
+    bias (out,), no bias where ``spec["bias"]`` is false; {} for layers
+    without parameters. Raises KeyError / TypeError / ValueError on a
+    malformed spec."""
+    kind = spec.get("type")
+    if kind == "Conv2d":
+        out = int(spec["out_channels"])
+        weight = (out, int(spec["in_channels"]), *pair(spec["kernel_size"], "Conv2d kernel_size"))
+    elif kind == "Linear":
+        out = int(spec["out_features"])
+        weight = (out, int(spec["in_features"]))
+    else:
+        return {}
+    return {"weight": weight, "bias": (out,)} if spec.get("bias", True) else {"weight": weight}

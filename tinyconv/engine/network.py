@@ -21,7 +21,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from ..errors import RuleError, ShapeError, TinyconvError
+from ..errors import ArgumentTypeError, OptionError, RuleError, ShapeError, TinyconvError
 from .backend import device_of, get_array_module
 from .functional import RULES
 from .layers import Layer, ReLU
@@ -53,19 +53,20 @@ class Sequential:
         for i, item in enumerate(items):
             name, layer = item if isinstance(item, tuple) else (str(i), item)
             if not isinstance(layer, Layer):
-                raise TypeError(f"item {i} of layers is a {type(layer).__name__}, not a tinyconv layer")
+                kind = type(layer).__name__
+                raise ArgumentTypeError(f"item {i} of layers is a {kind}, not a tinyconv layer")
             layer.name = str(name)
             self.layers.append(layer)
         names = [layer.name for layer in self.layers]
         if len(set(names)) != len(names):
-            raise ValueError(f"layer names must be unique, got {names}")
+            raise OptionError(f"layer names must be unique, got {names}")
         self.classes = None if classes is None else [str(c) for c in classes]
         self.input_shape = None if input_shape is None else tuple(int(v) for v in input_shape)
         channels = self.input_shape[0] if self.input_shape else None
         self.mean = self._per_channel(mean, "mean", channels)
         self.std = self._per_channel(std, "std", channels)
         if self.std is not None and min(self.std) <= 0:
-            raise ValueError(f"std must be positive, got {self.std}")
+            raise OptionError(f"std must be positive, got {self.std}")
         self.meta = dict(meta or {})
         self.activations: dict = {}
         self.gradients: dict = {}
@@ -84,7 +85,7 @@ class Sequential:
         if channels is not None and len(values) == 1:
             values = values * channels
         if channels is not None and len(values) != channels:
-            raise ValueError(f"{what} has {len(values)} values for {channels} input channels")
+            raise ShapeError(f"{what} has {len(values)} values for {channels} input channels")
         return tuple(values)
 
     # --- containers ---

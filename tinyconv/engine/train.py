@@ -22,11 +22,11 @@ import time
 
 import numpy as np
 
-from ..errors import DataError, ShapeError, WeightsError
+from ..errors import DataError, OptionError, ShapeError, WeightsError
 from ..progress import Progress
 from .backend import get_array_module, to_device, to_numpy
 from .functional import log_softmax, softmax
-from .layers import Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
+from .layers import Conv2d, Dropout, Linear
 from .network import Sequential
 
 __all__ = [
@@ -34,9 +34,6 @@ __all__ = [
     "SGD",
     "learning_rate",
     "he_init",
-    "fashion_cnn",
-    "build_arch",
-    "ARCHS",
     "evaluate",
     "fit",
     "save_checkpoint",
@@ -94,7 +91,7 @@ class SGD:
 
     def __init__(self, net: Sequential, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
         if lr <= 0 or not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(
+            raise OptionError(
                 f"need lr > 0, 0 <= momentum < 1, weight_decay >= 0; got {lr}, {momentum}, {weight_decay}"
             )
         self.net, self.lr, self.momentum, self.weight_decay = (
@@ -148,11 +145,11 @@ def learning_rate(
         return lr * gamma ** (epoch // step_size)
     if schedule == "constant":
         return lr
-    raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+    raise OptionError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
 
 
 # ----------------------------------------------------------------------------
-# initialisation and architectures
+# initialisation (the architectures are in tinyconv.models.registry)
 
 
 def he_init(net: Sequential, seed=None) -> Sequential:
@@ -174,66 +171,6 @@ def he_init(net: Sequential, seed=None) -> Sequential:
         )
         if "bias" in layer.params:
             layer.params["bias"][...] = 0
-    return net
-
-
-def fashion_cnn(num_classes: int = 10, hidden: int = 256, dropout: float = 0.3, classes=None) -> Sequential:
-    """The Fashion-MNIST ConvNet, of the MNIST CNN's family:
-    conv(1→32, 3x3, pad 1)-ReLU-pool2, conv(32→64)-ReLU-pool2 (28 → 14 → 7),
-    fc 3136 → ``hidden``-ReLU-Dropout, fc → ``num_classes``. Input (1, 28, 28).
-    """
-    layers = [
-        ("conv_layers.0", Conv2d(1, 32, 3, padding=1)),
-        ("conv_layers.1", ReLU()),
-        ("conv_layers.2", MaxPool2d(2, 2)),
-        ("conv_layers.3", Conv2d(32, 64, 3, padding=1)),
-        ("conv_layers.4", ReLU()),
-        ("conv_layers.5", MaxPool2d(2, 2)),
-        ("flatten", Flatten()),
-        ("fc_layers.0", Linear(64 * 7 * 7, hidden)),
-        ("fc_layers.1", ReLU()),
-        ("fc_layers.2", Dropout(dropout)),
-        ("fc_layers.3", Linear(hidden, num_classes)),
-    ]
-    return Sequential(layers, classes=classes, input_shape=(1, 28, 28), meta={"arch": "fashion-cnn"})
-
-
-def small_cnn(num_classes: int = 10, classes=None) -> Sequential:
-    """A small, fast ConvNet for tests and quick runs: conv(1→8, 3x3, pad 1)-ReLU-pool2,
-    conv(8→16)-ReLU-pool2, fc 784 → 32-ReLU, fc → ``num_classes``."""
-    layers = [
-        ("conv_layers.0", Conv2d(1, 8, 3, padding=1)),
-        ("conv_layers.1", ReLU()),
-        ("conv_layers.2", MaxPool2d(2, 2)),
-        ("conv_layers.3", Conv2d(8, 16, 3, padding=1)),
-        ("conv_layers.4", ReLU()),
-        ("conv_layers.5", MaxPool2d(2, 2)),
-        ("flatten", Flatten()),
-        ("fc_layers.0", Linear(16 * 7 * 7, 32)),
-        ("fc_layers.1", ReLU()),
-        ("fc_layers.2", Linear(32, num_classes)),
-    ]
-    return Sequential(layers, classes=classes, input_shape=(1, 28, 28), meta={"arch": "small-cnn"})
-
-
-ARCHS = {"fashion-cnn": fashion_cnn, "small-cnn": small_cnn}
-
-
-def build_arch(arch: str, classes) -> Sequential:
-    """A fresh (un-initialised) network for 28x28 grey images: one of ``ARCHS``,
-    or an architecture of ``tinyconv.models.registry`` (e.g. "mnist-cnn")."""
-    if arch in ARCHS:
-        return ARCHS[arch](num_classes=len(classes), classes=classes)
-    from ..models import registry as models  # noqa: PLC0415
-
-    try:
-        arch = models.check_arch(arch)
-    except WeightsError:
-        known = ", ".join([*ARCHS, *models.ARCHS])
-        raise WeightsError(f"unknown architecture {arch!r}; known: {known}") from None
-    net = models.build(arch, classes=classes)
-    if net.input_shape != (1, 28, 28):
-        raise WeightsError(f"architecture {arch!r} takes input {net.input_shape}, not 28x28 grey images")
     return net
 
 
@@ -364,9 +301,9 @@ def fit(
     """
     x_train, y_train, x_val, y_val = _fit_data(x_train, y_train, x_val, y_val)
     if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
+        raise OptionError(f"unknown schedule {schedule!r}; expected one of {', '.join(SCHEDULES)}")
     if batch_size < 1 or epochs < 1:
-        raise ValueError(f"batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
+        raise OptionError(f"batch_size and epochs must be >= 1, got {batch_size}, {epochs}")
     log = log or (lambda msg: None)
     hyper = {
         "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr), "momentum": float(momentum),

@@ -28,7 +28,7 @@ import numpy as np
 
 from ..engine.backend import get_array_module, to_numpy
 from ..engine.functional import one_hot, softmax
-from ..errors import TargetError
+from ..errors import OptionError, TargetError
 from ..pictures.imaging import deprocess
 from ..progress import Progress
 from .saliency import eval_mode, resolve_targets
@@ -179,11 +179,11 @@ def class_models(
     (the jitter shift of a step is shared by the batch).
     """
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
+        raise OptionError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     if net.input_shape is None:
         raise TargetError("class models need a network with an input_shape (C, H, W)")
     if int(steps) < 0 or not float(lr) > 0 or not float(l2) >= 0:
-        raise ValueError(f"need steps >= 0, lr > 0 and l2 >= 0; got steps={steps}, lr={lr}, l2={l2}")
+        raise OptionError(f"need steps >= 0, lr > 0 and l2 >= 0; got steps={steps}, lr={lr}, l2={l2}")
     k = net.num_classes
     if k is None:
         raise TargetError("the network does not declare its classes; cannot check the target")

@@ -54,7 +54,7 @@ from ..engine.layers import (
     MaxPool2d,
     ReLU,
 )
-from ..errors import RuleError, ShapeError, TargetError
+from ..errors import OptionError, RuleError, ShapeError, TargetError
 from .saliency import eval_mode, input_gradient, resolve_targets
 
 __all__ = ["deconvolve", "reconstruct", "compare", "walk_back", "resolve_layer", "RECTIFIERS"]
@@ -189,7 +189,7 @@ def reconstruct(net, x, target=None, layer=None, unit=None, keep="map", rectifie
     keep: "map" keeps the whole map's activations, "max" only its largest one.
     """
     if keep not in ("map", "max"):
-        raise ValueError(f"keep must be 'map' or 'max', got {keep!r}")
+        raise OptionError(f"keep must be 'map' or 'max', got {keep!r}")
     with eval_mode(net):
         if layer is None:
             if unit is not None:

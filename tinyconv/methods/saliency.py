@@ -25,7 +25,7 @@ import numpy as np
 
 from ..engine.backend import get_array_module, to_numpy
 from ..engine.functional import one_hot
-from ..errors import ShapeError, TargetError
+from ..errors import OptionError, ShapeError, TargetError
 
 __all__ = ["resolve_targets", "input_gradient", "saliency", "smoothgrad", "eval_mode", "relu_rules"]
 
@@ -135,7 +135,7 @@ def smoothgrad(net, x, target=None, samples: int = 25, sigma=None, sigma_fractio
     Returns (N, H, W) on the device of ``x``.
     """
     if int(samples) < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
+        raise OptionError(f"samples must be >= 1, got {samples}")
     net.check_input(x)
     xp = get_array_module(x)
     n = x.shape[0]
@@ -143,13 +143,13 @@ def smoothgrad(net, x, target=None, samples: int = 25, sigma=None, sigma_fractio
         targets = resolve_targets(target, net.forward(x))
     if sigma is None:
         if not sigma_fraction >= 0:
-            raise ValueError(f"sigma_fraction must be >= 0, got {sigma_fraction}")
+            raise OptionError(f"sigma_fraction must be >= 0, got {sigma_fraction}")
         flat = x.reshape(n, -1)
         sig = (flat.max(axis=1) - flat.min(axis=1)) * sigma_fraction  # (N,)
         sig = sig.reshape(n, 1, 1, 1)
     else:
         if not float(sigma) >= 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma}")
+            raise OptionError(f"sigma must be >= 0, got {sigma}")
         sig = float(sigma)
     rng = np.random.default_rng(seed)
     total = xp.zeros((n, *x.shape[2:]), dtype=x.dtype)

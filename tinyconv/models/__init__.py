@@ -1,12 +1,26 @@
 """Models and weight files.
 
-- ``registry``: every architecture tinyconv builds (``build``), by name.
+- ``registry``: every architecture tinyconv builds (``build("vgg16")``, ``build("fashion-cnn")``), by name.
 - ``native``: tinyconv's own ``.npz`` format (``save`` / ``load``).
 - ``torchfile``, ``safetensors``: torch-free readers of foreign weight files.
 - ``checkpoint``: a state_dict of a known architecture -> a network.
 - ``fromtorch``: a live ``torch.nn`` module -> a network.
 """
 
-from .registry import ARCHS, blueprint, build, check_arch, default_classes, input_shape, normalisation
+from .registry import (
+    ALL_ARCHS,
+    ARCHS,
+    OWN_ARCHS,
+    REGISTRY,
+    blueprint,
+    build,
+    check_arch,
+    default_classes,
+    input_shape,
+    normalisation,
+)
 
-__all__ = ["ARCHS", "blueprint", "build", "check_arch", "default_classes", "input_shape", "normalisation"]
+__all__ = [
+    "ALL_ARCHS", "ARCHS", "OWN_ARCHS", "REGISTRY",
+    "blueprint", "build", "check_arch", "default_classes", "input_shape", "normalisation",
+]  # fmt: skip

@@ -27,9 +27,11 @@ the two are the same function at the 224x224 input size.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-from ..engine.layers import Conv2d, Linear
+from ..engine.layers import Conv2d, Linear, param_shapes
 from ..engine.network import Sequential
 from ..errors import WeightsError
 from . import registry as models
@@ -129,12 +131,21 @@ def _list(names, limit=12):
     return ", ".join(names[:limit]) + more
 
 
-def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps: float = BN_EPS,
-                       where: str = "checkpoint") -> Sequential:  # fmt: skip
-    """Build ``arch`` and fill it from a name -> Tensor mapping (see ``load_checkpoint``)."""
-    arch = models.check_arch(arch)
-    state = _timm_to_torchvision(state)
-    head_key = "classifier.6.weight" if arch != "mnist-cnn" else "fc_layers.2.weight"
+def fold_into(conv: Conv2d, gamma, beta, mean, var, eps: float = BN_EPS, where: str = "BatchNorm2d"):
+    """The Conv2d equal to ``conv`` followed by an eval-mode BatchNorm2d of
+    these statistics (each (F,), γ = weight, β = bias): a new layer holding
+    ``fold_batchnorm``'s arrays, with ``conv``'s stride and padding."""
+    for what, value in (("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)):
+        if np.shape(value) != (conv.out_channels,):
+            raise WeightsError(f"{where}.{what} is {np.shape(value)}, expected ({conv.out_channels},)")
+    w, b = fold_batchnorm(conv.params["weight"], conv.params.get("bias"), gamma, beta, mean, var, eps)
+    return models.conv2d_from(w, b, conv.stride, conv.padding)
+
+
+def _head(state: dict, arch: str, classes, where: str) -> tuple[int | None, list | None]:
+    """(outputs of the last layer as stored in ``state`` or None, the class names checked against it)."""
+    weighted = [(name, entry) for name, entry in models.blueprint(arch) if entry != models.BATCHNORM]
+    head_key = [f"{name}.weight" for name, entry in weighted if entry[0] is Linear][-1]
     num_classes = None
     if head_key in state and state[head_key].array.ndim == 2:
         num_classes = state[head_key].shape[0]
@@ -145,6 +156,11 @@ def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps:
                 f"{where}: {len(classes)} class names given but the last layer ({head_key}) has "
                 f"{num_classes} outputs"
             )
+    return num_classes, classes
+
+
+def _check_keys(state: dict, arch: str, where: str) -> None:
+    """Raise a WeightsError naming every missing and unexpected key."""
     expected = models.state_dict_keys(arch)
     missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
@@ -158,49 +174,64 @@ def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps:
         hint = f"; the keys fit arch {guess!r}" if guess and guess != arch else ""
         raise WeightsError(f"{where} does not fit architecture {arch!r}: {'; '.join(problems)}{hint}")
 
-    mismatched, layers, conv = [], [], None
-    for name, entry in models.blueprint(arch, num_classes or len(classes or []) or None):
+
+def _arrays(state: dict, name: str, shapes: dict, dtype, mismatched: list) -> dict | None:
+    """{leaf: array} of layer ``name`` read from ``state``; None (and the
+    problems appended to ``mismatched``) when a shape differs from ``shapes``."""
+    values = {}
+    for leaf, shape in shapes.items():
+        key = f"{name}.{leaf}"
+        values[leaf] = _float(state[key], key, dtype)
+        if values[leaf].shape != tuple(shape):
+            mismatched.append(f"{key} is {values[leaf].shape}, expected {tuple(shape)}")
+    return None if any(v.shape != tuple(shapes[k]) for k, v in values.items()) else values
+
+
+def _layers(state: dict, arch: str, num_classes, dtype, bn_eps: float, where: str) -> list:
+    """(name, layer) pairs of ``arch`` filled from ``state``, every BatchNorm
+    folded into the convolution before it; raises a WeightsError listing
+    every shape mismatch."""
+    mismatched, layers = [], []
+    for name, entry in models.blueprint(arch, num_classes):
+        previous = layers[-1][1] if layers else None
         if entry == models.BATCHNORM:
-            stats = {}
-            for leaf in ("weight", "bias", "running_mean", "running_var"):
-                value = _float(state[f"{name}.{leaf}"], f"{name}.{leaf}", np.float64)
-                if conv is not None and value.shape != (conv.out_channels,):
-                    mismatched.append(f"{name}.{leaf} is {value.shape}, expected ({conv.out_channels},)")
-                stats[leaf] = value
-            if conv is not None and not mismatched:
-                w, b = fold_batchnorm(
-                    conv.params["weight"], conv.params.get("bias"), stats["weight"], stats["bias"],
-                    stats["running_mean"], stats["running_var"], bn_eps,
-                )  # fmt: skip
-                conv.set_params({"weight": w, "bias": b})
+            if not isinstance(previous, Conv2d):  # its convolution did not fit: already reported
+                continue
+            leaves = ("weight", "bias", "running_mean", "running_var")
+            shapes = dict.fromkeys(leaves, (previous.out_channels,))
+            stats = _arrays(state, name, shapes, np.float64, mismatched)
+            if stats is not None and not mismatched:
+                folded = fold_into(previous, *(stats[leaf] for leaf in leaves), bn_eps, name)
+                layers[-1] = (layers[-1][0], folded)
             continue
         cls, args, kwargs = entry
-        conv = None
-        if cls not in (Conv2d, Linear):
+        shapes = param_shapes(models.spec_of(entry))
+        if not shapes:
             layers.append((name, cls(*args, **kwargs)))
             continue
-        if cls is Conv2d:
-            k = args[2]
-            shapes = {"weight": (args[1], args[0], k, k), "bias": (args[1],)}
-        else:
-            shapes = {"weight": (args[1], args[0]), "bias": (args[1],)}
-        values = {}
-        for leaf, shape in shapes.items():
-            key = f"{name}.{leaf}"
-            values[leaf] = _float(state[key], key, dtype)
-            if values[leaf].shape != shape:
-                mismatched.append(f"{key} is {values[leaf].shape}, expected {shape}")
-        if any(v.shape != shapes[k] for k, v in values.items()):
+        values = _arrays(state, name, shapes, dtype, mismatched)
+        if values is None:
             continue
         if cls is Conv2d:
-            conv = models.conv2d_from(values["weight"], values["bias"], **kwargs)
-            layers.append((name, conv))
+            stride, padding = kwargs.get("stride", 1), kwargs.get("padding", 0)
+            layers.append((name, models.conv2d_from(values["weight"], values.get("bias"), stride, padding)))
         else:
-            layers.append((name, models.linear_from(values["weight"], values["bias"])))
+            layers.append((name, models.linear_from(values["weight"], values.get("bias"))))
     if mismatched:
         raise WeightsError(
             f"{where} does not fit architecture {arch!r}: shape mismatch: {'; '.join(mismatched)}"
         )
+    return layers
+
+
+def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps: float = BN_EPS,
+                       where: str = "checkpoint") -> Sequential:  # fmt: skip
+    """Build ``arch`` and fill it from a name -> Tensor mapping (see ``load_checkpoint``)."""
+    arch = models.check_arch(arch)
+    state = _timm_to_torchvision(state)
+    num_classes, classes = _head(state, arch, classes, where)
+    _check_keys(state, arch, where)
+    layers = _layers(state, arch, num_classes or len(classes or []) or None, dtype, bn_eps, where)
     n_out = layers[-1][1].out_features
     mean, std = models.normalisation(arch)
     return Sequential(
@@ -250,9 +281,9 @@ def load_checkpoint(path, arch: str | None = None, classes=None, dtype=None, bn_
 
 
 def _basename(path) -> str:
-    import os
-
     return os.path.basename(os.fspath(path))
 
 
-__all__ = ["fold_batchnorm", "guess_arch", "load_checkpoint", "network_from_state", "read_tensors"]
+__all__ = [
+    "fold_batchnorm", "fold_into", "guess_arch", "load_checkpoint", "network_from_state", "read_tensors",
+]  # fmt: skip

@@ -11,7 +11,7 @@ Supported modules: Conv2d (no dilation, groups or non-zero padding mode),
 ReLU, MaxPool2d (no dilation, no ceil_mode), AvgPool2d (count_include_pad,
 no ceil_mode), AdaptiveAvgPool2d, Linear, Flatten (from dim 1), Dropout, and
 BatchNorm2d directly after a convolution, folded into it with its eval
-statistics (see ``tinyconv.models.checkpoint.fold_batchnorm``). Anything else is
+statistics (``tinyconv.models.checkpoint.fold_into``). Anything else is
 refused by name. PyTorch is imported only when this is called.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 
 from ..engine import layers as L
 from ..engine.network import Sequential
-from ..errors import WeightsError
-from .checkpoint import fold_batchnorm
+from ..errors import ArgumentTypeError, WeightsError
+from .checkpoint import fold_into
 from .registry import conv2d_from, linear_from
 
 
@@ -116,7 +116,7 @@ def from_torch(module, classes=None, mean=None, std=None, input_shape=None, meta
     import torch.nn as nn
 
     if not isinstance(module, nn.Module):
-        raise TypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
+        raise ArgumentTypeError(f"from_torch expects a torch.nn.Module, got {type(module).__name__}")
     leaves = list(_leaves(module, "", nn))
     top_level_plain = not isinstance(module, nn.Sequential)
     built, pending_conv, seen_flatten, group_start = [], None, False, {}
@@ -127,14 +127,11 @@ def from_torch(module, classes=None, mean=None, std=None, input_shape=None, meta
                 _refuse(name, leaf, "a BatchNorm2d must directly follow a Conv2d to be folded")
             if leaf.running_mean is None or leaf.running_var is None:
                 _refuse(name, leaf, "track_running_stats=False: no eval statistics to fold")
-            conv = pending_conv
-            gamma = _array(leaf.weight) if leaf.affine else np.ones(conv.out_channels)
-            beta = _array(leaf.bias) if leaf.affine else np.zeros(conv.out_channels)
-            w, b = fold_batchnorm(
-                conv.params["weight"], conv.params.get("bias"), gamma, beta,
-                _array(leaf.running_mean), _array(leaf.running_var), leaf.eps,
-            )  # fmt: skip
-            conv.set_params({"weight": w, "bias": b})
+            channels = pending_conv.out_channels
+            gamma = _array(leaf.weight) if leaf.affine else np.ones(channels)
+            beta = _array(leaf.bias) if leaf.affine else np.zeros(channels)
+            stats = (gamma, beta, _array(leaf.running_mean), _array(leaf.running_var))
+            built[-1] = (built[-1][0], fold_into(pending_conv, *stats, leaf.eps, name))
             pending_conv = None
             continue
         if isinstance(leaf, (nn.Flatten,)):

@@ -19,7 +19,6 @@ damaged or hand-edited file fails with a message naming the problem.
 from __future__ import annotations
 
 import hashlib
-import io as _io
 import json
 import os
 import zipfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..engine.backend import to_numpy
-from ..engine.layers import gradient_buffer, layer_from_spec
+from ..engine.layers import gradient_buffer, layer_from_spec, param_shapes
 from ..engine.network import Sequential
 from ..errors import TinyconvError, WeightsError
 
@@ -142,25 +141,14 @@ def _read_array(archive, key: str, where: str) -> np.ndarray:
         raise WeightsError(f"{where}: array {key!r} cannot be read ({type(exc).__name__}: {exc})") from None
 
 
-def _param_shapes(spec: dict) -> dict | None:
-    """Parameter shapes a Conv2d / Linear spec implies, computed without
-    building the layer (so a hand-edited size cannot trigger a huge
-    allocation); None for other layer types, which are checked once built."""
+def _param_shapes(spec: dict) -> dict:
+    """``param_shapes`` of a layer's spec, computed without building the layer
+    (so a hand-edited size cannot trigger a huge allocation); {} for layers
+    without parameters, which are checked once built."""
     try:
-        if spec.get("type") == "Conv2d":
-            out, cin = int(spec["out_channels"]), int(spec["in_channels"])
-            kh, kw = (int(v) for v in np.broadcast_to(spec["kernel_size"], (2,)))
-            shapes = {"weight": (out, cin, kh, kw), "bias": (out,)}
-        elif spec.get("type") == "Linear":
-            out, cin = int(spec["out_features"]), int(spec["in_features"])
-            shapes = {"weight": (out, cin), "bias": (out,)}
-        else:
-            return None
+        return param_shapes(spec)
     except (KeyError, TypeError, ValueError) as exc:
         raise WeightsError(f"bad hyper-parameters ({type(exc).__name__}: {exc})") from None
-    if not spec.get("bias", True):
-        del shapes["bias"]
-    return shapes
 
 
 def _read_layer(archive, entry, index: int, where: str):
@@ -246,11 +234,6 @@ def load(path) -> Sequential:
         raise WeightsError(f"{where}: {exc}") from None
     except (TypeError, ValueError, OverflowError) as exc:
         raise WeightsError(f"{where}: the network description is inconsistent ({exc})") from None
-
-
-def loads(data: bytes) -> Sequential:
-    """``load`` from bytes in memory."""
-    return load(_io.BytesIO(data))
 
 
 # ----------------------------------------------------------------------------

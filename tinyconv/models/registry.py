@@ -1,5 +1,12 @@
-"""Architecture builders: VGG-11/13/16/19 (and their ``_bn`` layouts), AlexNet
-and the MNIST CNN, with PyTorch's layer names.
+"""Every architecture tinyconv builds, by name: ``build("vgg16")``,
+``build("fashion-cnn")``...
+
+- ``ARCHS``: the published PyTorch architectures whose checkpoints
+  ``load_checkpoint`` / ``tinyconv convert`` read: VGG-11/13/16/19 (and their
+  ``_bn`` layouts), AlexNet and the MNIST CNN of digit-recognizer-py.
+- ``OWN_ARCHS``: the networks tinyconv trains itself: "fashion-cnn" (the
+  bundled ``weights/fashion_cnn.npz``), "scenes-cnn" (``weights/scenes_cnn.npz``,
+  the localisation benchmark's classifier) and "small-cnn" (tests, quick runs).
 
 Every layer is named after the key prefix its parameters carry in the
 PyTorch ``state_dict`` ("features.0", "classifier.6", "conv_layers.3"...), so
@@ -18,13 +25,18 @@ reads in a PyTorch printout means the same layer here.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..datasets.mnist import FASHION_CLASSES
+from ..datasets.scenes import SIZE as SCENE_SIZE
 from ..engine.layers import AdaptiveAvgPool2d, Conv2d, Dropout, Flatten, Linear, MaxPool2d, ReLU
 from ..engine.network import Sequential
-from ..errors import WeightsError
+from ..errors import OptionError, WeightsError
 
 #: ImageNet normalisation used by every torchvision model, in [0, 1] pixel units.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -51,6 +63,8 @@ ARCHS = (
     "alexnet",
     "mnist-cnn",
 )
+OWN_ARCHS = ("fashion-cnn", "small-cnn", "scenes-cnn")
+ALL_ARCHS = ARCHS + OWN_ARCHS
 
 BATCHNORM = "BatchNorm2d"
 
@@ -79,8 +93,12 @@ def _relu():
     return (ReLU, (), {})
 
 
-def _dropout():
-    return (Dropout, (0.5,), {})
+def _dropout(p=0.5):
+    return (Dropout, (p,), {})
+
+
+def _flatten():
+    return (Flatten, (), {})
 
 
 def _vgg_blueprint(arch, num_classes):
@@ -160,6 +178,132 @@ def _mnist_blueprint(num_classes):
     ]
 
 
+def _fashion_blueprint(num_classes, hidden=256, dropout=0.3):
+    """The Fashion-MNIST ConvNet, of the MNIST CNN's family: conv(1→32, 3x3, pad 1)-ReLU-pool2,
+    conv(32→64)-ReLU-pool2 (28 → 14 → 7), fc 3136 → ``hidden``-ReLU-Dropout, fc → classes."""
+    return [
+        ("conv_layers.0", _conv(1, 32, 3, padding=1)),
+        ("conv_layers.1", _relu()),
+        ("conv_layers.2", _pool(2, 2)),
+        ("conv_layers.3", _conv(32, 64, 3, padding=1)),
+        ("conv_layers.4", _relu()),
+        ("conv_layers.5", _pool(2, 2)),
+        ("flatten", _flatten()),
+        ("fc_layers.0", _linear(64 * 7 * 7, hidden)),
+        ("fc_layers.1", _relu()),
+        ("fc_layers.2", _dropout(dropout)),
+        ("fc_layers.3", _linear(hidden, num_classes)),
+    ]
+
+
+def _small_blueprint(num_classes):
+    """A small, fast ConvNet for tests and quick runs: conv(1→8, 3x3, pad 1)-ReLU-pool2,
+    conv(8→16)-ReLU-pool2, fc 784 → 32-ReLU, fc → classes."""
+    return [
+        ("conv_layers.0", _conv(1, 8, 3, padding=1)),
+        ("conv_layers.1", _relu()),
+        ("conv_layers.2", _pool(2, 2)),
+        ("conv_layers.3", _conv(8, 16, 3, padding=1)),
+        ("conv_layers.4", _relu()),
+        ("conv_layers.5", _pool(2, 2)),
+        ("flatten", _flatten()),
+        ("fc_layers.0", _linear(16 * 7 * 7, 32)),
+        ("fc_layers.1", _relu()),
+        ("fc_layers.2", _linear(32, num_classes)),
+    ]
+
+
+def _scenes_blueprint(num_classes, size=SCENE_SIZE):
+    """The localisation benchmark's scene classifier: four blocks of conv 3x3 (pad 1)-ReLU-maxpool 2
+    with 16, 32, 64, 64 channels (48 → 24 → 12 → 6 → 3), fc 64·(size/16)² → 128-ReLU-Dropout(0.3),
+    fc → classes. Input (3, size, size)."""
+    if int(size) % 16 or int(size) < 16:
+        raise OptionError(f"scene size must be a positive multiple of 16, got {size}")
+    layout, channels = [], 3
+    for block, out in enumerate((16, 32, 64, 64)):
+        layout += [
+            (f"features.{3 * block}", _conv(channels, out, 3, padding=1)),
+            (f"features.{3 * block + 1}", _relu()),
+            (f"features.{3 * block + 2}", _pool(2, 2)),
+        ]
+        channels = out
+    side = int(size) // 16
+    return layout + [
+        ("flatten", _flatten()),
+        ("classifier.0", _linear(64 * side * side, 128)),
+        ("classifier.1", _relu()),
+        ("classifier.2", _dropout(0.3)),
+        ("classifier.3", _linear(128, num_classes)),
+    ]
+
+
+def _digits(n):
+    return [str(d) for d in range(10)] if n == 10 else None
+
+
+def _fashion(n):
+    return list(FASHION_CLASSES) if n == 10 else None
+
+
+def _imagenet(n):
+    return imagenet_classes() if n == 1000 else None
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """What the registry knows of one architecture.
+
+    blueprint:   (num_classes, **options) -> [(layer name, (class, args, kwargs) or "BatchNorm2d")]
+    input_shape: (**options) -> (C, H, W) of the training data
+    num_classes: size of the standard head
+    mean, std:   input normalisation of the training data (None: set by whoever trains it)
+    classes:     num_classes -> the standard class names, or None for another head size
+    options:     the architecture's own keyword options and their defaults
+    """
+
+    blueprint: Callable
+    input_shape: Callable
+    num_classes: int
+    mean: tuple | None
+    std: tuple | None
+    classes: Callable
+    options: dict = field(default_factory=dict)
+
+
+def _grey28(**_):
+    return (1, 28, 28)
+
+
+def _rgb224(**_):
+    return (3, 224, 224)
+
+
+REGISTRY: dict[str, Architecture] = {
+    **{
+        arch: Architecture(lambda n, arch=arch: _vgg_blueprint(arch, n), _rgb224, 1000, IMAGENET_MEAN,
+                           IMAGENET_STD, _imagenet)
+        for arch in ARCHS if arch.startswith("vgg")
+    },
+    "alexnet": Architecture(_alexnet_blueprint, _rgb224, 1000, IMAGENET_MEAN, IMAGENET_STD, _imagenet),
+    "mnist-cnn": Architecture(_mnist_blueprint, _grey28, 10, MNIST_MEAN, MNIST_STD, _digits),
+    "fashion-cnn": Architecture(_fashion_blueprint, _grey28, 10, None, None, _fashion,
+                                {"hidden": 256, "dropout": 0.3}),
+    "small-cnn": Architecture(_small_blueprint, _grey28, 10, None, None, lambda n: None),
+    "scenes-cnn": Architecture(_scenes_blueprint, lambda size=SCENE_SIZE: (3, int(size), int(size)), 10,
+                               None, None, _fashion, {"size": SCENE_SIZE}),
+}  # fmt: skip
+
+
+def _options(arch: str, options: dict) -> dict:
+    """``options`` checked against the architecture's own, defaults filled in."""
+    known = REGISTRY[arch].options
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        takes = ", ".join(known) if known else "no options"
+        raise OptionError(f"architecture {arch!r} has no option {', '.join(unknown)} (it takes {takes})")
+    return {**known, **options}
+
+
 def conv2d_from(weight, bias=None, stride=1, padding=0) -> Conv2d:
     """A Conv2d holding the given arrays (weight (F, C, kh, kw), bias (F,) or
     None), built without drawing a random initialisation first."""
@@ -171,38 +315,42 @@ def linear_from(weight, bias=None) -> Linear:
     return Linear.from_arrays(weight, bias)
 
 
+def spec_of(entry) -> dict:
+    """The ``Layer.spec()``-style description of a blueprint entry (layer
+    class, args, kwargs), made without building the layer."""
+    cls, args, kwargs = entry
+    return {"type": cls.__name__, **inspect.signature(cls).bind(*args, **kwargs).arguments}
+
+
 def check_arch(arch: str) -> str:
     """Return the canonical architecture name or raise a WeightsError listing the known ones."""
-    name = str(arch).lower()
-    if name in ("mnist_cnn", "mnist"):
+    name = str(arch).lower().replace("_cnn", "-cnn")
+    if name == "mnist":
         name = "mnist-cnn"
-    if name not in ARCHS:
-        raise WeightsError(f"unknown architecture {arch!r}; known: {', '.join(ARCHS)}")
+    if name not in REGISTRY:
+        raise WeightsError(f"unknown architecture {arch!r}; known: {', '.join(ALL_ARCHS)}")
     return name
 
 
-def blueprint(arch: str, num_classes: int | None = None) -> list[tuple[str, object]]:
+def blueprint(arch: str, num_classes: int | None = None, **options) -> list[tuple[str, object]]:
     """The PyTorch module list of ``arch`` without allocating weights:
     (name, (layer class, args, kwargs)) pairs, with the string
     ``"BatchNorm2d"`` in place of the triple where a ``_bn`` variant holds a
-    batch norm."""
+    batch norm. ``options``: the architecture's own (``size`` of "scenes-cnn",
+    ``hidden`` and ``dropout`` of "fashion-cnn")."""
     arch = check_arch(arch)
     num_classes = default_num_classes(arch) if num_classes is None else int(num_classes)
     if num_classes < 1:
-        raise WeightsError(f"num_classes must be >= 1, got {num_classes}")
-    if arch.startswith("vgg"):
-        return _vgg_blueprint(arch, num_classes)
-    if arch == "alexnet":
-        return _alexnet_blueprint(num_classes)
-    return _mnist_blueprint(num_classes)
+        raise OptionError(f"num_classes must be >= 1, got {num_classes}")
+    return REGISTRY[arch].blueprint(num_classes, **_options(arch, options))
 
 
-def layout(arch: str, num_classes: int | None = None, seed=None) -> list[tuple[str, object]]:
+def layout(arch: str, num_classes: int | None = None, seed=None, **options) -> list[tuple[str, object]]:
     """``blueprint`` with the layers built: (name, tinyconv layer) pairs, and
     the string ``"BatchNorm2d"`` where a ``_bn`` variant holds a batch norm.
     Weighted layers and dropouts get seeds derived from ``seed``."""
     seeds, built = _seeds(seed), []
-    for name, entry in blueprint(arch, num_classes):
+    for name, entry in blueprint(arch, num_classes, **options):
         if entry == BATCHNORM:
             built.append((name, BATCHNORM))
             continue
@@ -213,11 +361,11 @@ def layout(arch: str, num_classes: int | None = None, seed=None) -> list[tuple[s
     return built
 
 
-def state_dict_keys(arch: str) -> dict[str, str]:
+def state_dict_keys(arch: str, **options) -> dict[str, str]:
     """state_dict key -> module type ("Conv2d", "Linear", "BatchNorm2d") of
     ``arch``'s PyTorch model (torchvision layout), computed without weights."""
     keys = {}
-    for name, entry in blueprint(arch):
+    for name, entry in blueprint(arch, **options):
         if entry == BATCHNORM:
             for leaf in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked"):
                 keys[f"{name}.{leaf}"] = BATCHNORM
@@ -227,29 +375,29 @@ def state_dict_keys(arch: str) -> dict[str, str]:
 
 
 def default_num_classes(arch: str) -> int:
-    return 10 if check_arch(arch) == "mnist-cnn" else 1000
+    return REGISTRY[check_arch(arch)].num_classes
 
 
-def input_shape(arch: str) -> tuple[int, int, int]:
+def input_shape(arch: str, **options) -> tuple[int, int, int]:
     """(C, H, W) the architecture was trained on."""
-    return (1, 28, 28) if check_arch(arch) == "mnist-cnn" else (3, 224, 224)
+    arch = check_arch(arch)
+    return REGISTRY[arch].input_shape(**_options(arch, options))
 
 
-def normalisation(arch: str) -> tuple[tuple, tuple]:
-    """(mean, std) of the input normalisation x = (pixel/255 - mean) / std."""
-    if check_arch(arch) == "mnist-cnn":
-        return MNIST_MEAN, MNIST_STD
-    return IMAGENET_MEAN, IMAGENET_STD
+def normalisation(arch: str) -> tuple[tuple | None, tuple | None]:
+    """(mean, std) of the input normalisation x = (pixel/255 - mean) / std;
+    (None, None) for tinyconv's own networks, whose training sets them."""
+    entry = REGISTRY[check_arch(arch)]
+    return entry.mean, entry.std
 
 
 def default_classes(arch: str, num_classes: int | None = None) -> list[str] | None:
     """Class names of the standard head: digits for the MNIST CNN, the 1000
-    ImageNet classes for the torchvision models; None for another head size."""
+    ImageNet classes for the torchvision models, Fashion-MNIST's for
+    "fashion-cnn" and "scenes-cnn"; None for another head size."""
     arch = check_arch(arch)
     n = default_num_classes(arch) if num_classes is None else int(num_classes)
-    if arch == "mnist-cnn":
-        return [str(d) for d in range(10)] if n == 10 else None
-    return imagenet_classes() if n == 1000 else None
+    return REGISTRY[arch].classes(n)
 
 
 def imagenet_classes() -> list[str]:
@@ -266,18 +414,25 @@ def imagenet_classes() -> list[str]:
     return names
 
 
-def build(arch: str, num_classes: int | None = None, seed=None, classes=None) -> Sequential:
+def build(arch: str, num_classes: int | None = None, seed=None, classes=None, mean=None, std=None,
+          **options) -> Sequential:  # fmt: skip
     """A freshly initialised network of a known architecture.
 
-    arch:        one of ``ARCHS`` ("vgg16", "vgg16_bn", "alexnet", "mnist-cnn"...).
-    num_classes: size of the last layer (default 1000, or 10 for "mnist-cnn").
+    arch:        one of ``ALL_ARCHS`` ("vgg16", "vgg16_bn", "alexnet", "mnist-cnn",
+                 "fashion-cnn", "scenes-cnn", "small-cnn"...).
+    num_classes: size of the last layer (default 1000 for the ImageNet
+                 models, 10 for the others).
     seed:        seed of the weight initialisation (PyTorch's default uniform
                  init); None draws fresh entropy.
     classes:     class names; by default the ImageNet names for a 1000-way
-                 torchvision model and "0".."9" for the MNIST CNN.
+                 torchvision model, "0".."9" for the MNIST CNN, Fashion-MNIST's
+                 for "fashion-cnn" and "scenes-cnn".
+    mean, std:   input normalisation; by default that of the architecture's
+                 training data (None for tinyconv's own networks).
+    options:     the architecture's own: ``size`` (input side, a multiple of
+                 16) of "scenes-cnn", ``hidden`` and ``dropout`` of "fashion-cnn".
 
-    Input normalisation (mean/std) and ``input_shape`` are those of the
-    architecture's training data.
+    ``input_shape`` is that of the architecture's training data.
     """
     arch = check_arch(arch)
     if classes is not None:
@@ -285,17 +440,23 @@ def build(arch: str, num_classes: int | None = None, seed=None, classes=None) ->
         if num_classes is not None and int(num_classes) != len(classes):
             raise WeightsError(f"num_classes={num_classes} but {len(classes)} class names were given")
         num_classes = len(classes)
-    layers = [(name, layer) for name, layer in layout(arch, num_classes, seed) if layer != BATCHNORM]
+    built = layout(arch, num_classes, seed, **options)
+    layers = [(name, layer) for name, layer in built if layer != BATCHNORM]
     n_out = layers[-1][1].out_features
     if classes is None:
         classes = default_classes(arch, n_out)
-    mean, std = normalisation(arch)
+    default_mean, default_std = normalisation(arch)
     return Sequential(
-        layers, classes=classes, mean=mean, std=std, input_shape=input_shape(arch), meta={"arch": arch}
+        layers,
+        classes=classes,
+        mean=default_mean if mean is None else mean,
+        std=default_std if std is None else std,
+        input_shape=input_shape(arch, **options),
+        meta={"arch": arch},
     )
 
 
 __all__ = [
-    "ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_MEAN", "MNIST_STD",
-    "blueprint", "build", "layout", "state_dict_keys",
+    "ALL_ARCHS", "ARCHS", "OWN_ARCHS", "IMAGENET_MEAN", "IMAGENET_STD", "MNIST_MEAN", "MNIST_STD",
+    "Architecture", "REGISTRY", "blueprint", "build", "layout", "state_dict_keys",
 ]  # fmt: skip

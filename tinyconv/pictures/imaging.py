@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageError
 
 from ..engine.backend import to_device, to_numpy
-from ..errors import DataError, ShapeError
+from ..errors import DataError, OptionError, ShapeError
 
 __all__ = [
     "colormap",
@@ -113,7 +113,7 @@ def colormap(name: str = "fire") -> np.ndarray:
     """A 256-entry colour table (256, 3) uint8: "fire" (sequential) or "bluered" (diverging)."""
     paths = {"fire": _fire, "bluered": _bluered}
     if name not in paths:
-        raise ValueError(f"unknown colour map {name!r}; expected one of {', '.join(paths)}")
+        raise OptionError(f"unknown colour map {name!r}; expected one of {', '.join(paths)}")
     table = np.array([_lch_to_srgb_in_gamut(*paths[name](i / 255)) for i in range(256)])
     table = np.round(np.clip(table, 0, 1) * 255).astype(np.uint8)
     table.flags.writeable = False
@@ -508,10 +508,10 @@ def montage(
         for t in tiles
     ]
     if not tiles:
-        raise ValueError("montage needs at least one tile")
+        raise OptionError("montage needs at least one tile")
     captions = list(captions or [""] * len(tiles))
     if len(captions) != len(tiles):
-        raise ValueError(f"{len(captions)} captions for {len(tiles)} tiles")
+        raise OptionError(f"{len(captions)} captions for {len(tiles)} tiles")
     columns = columns or len(tiles)
     rows = -(-len(tiles) // columns)
     tile_h = max(t.shape[0] for t in tiles)

@@ -56,8 +56,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..engine.backend import get_array_module, synchronize, to_device, to_numpy
-from ..engine.functional import one_hot, softmax
+from .. import __version__
+from ..engine import layers as L
+from ..engine.backend import cuda_available, get_array_module, synchronize, to_device, to_numpy
+from ..engine.functional import one_hot
+from ..engine.train import SGD, softmax_cross_entropy
+from ..errors import ArgumentTypeError, OptionError
+from ..models.registry import build
+from ..progress import Progress
 
 # multiple of one forward pass's FLOPs that each kind of work costs
 WORK_FLOPS = {"forward": 1, "saliency": 2, "classviz": 2, "backward": 3, "train": 3}
@@ -114,8 +120,6 @@ _NETS: dict = {}
 def build_net(arch: str):
     """The tinyconv network of ``arch`` with fixed random weights (seed 0), cached."""
     if arch not in _NETS:
-        from ..models.registry import build
-
         _NETS[arch] = build(arch, seed=0).eval()
     return _NETS[arch]
 
@@ -126,8 +130,6 @@ def torch_twin(net):
     ReLUs are in place, as in torchvision's VGG."""
     import torch
     from torch import nn
-
-    from ..engine import layers as L
 
     def one(layer):
         if isinstance(layer, L.Conv2d):
@@ -155,7 +157,7 @@ def torch_twin(net):
         elif isinstance(layer, L.Dropout):
             return nn.Dropout(layer.p)
         else:
-            raise TypeError(f"no PyTorch twin for {type(layer).__name__}")
+            raise ArgumentTypeError(f"no PyTorch twin for {type(layer).__name__}")
         # built on the meta device (no init work), then handed copies of our weights
         state = {k: torch.tensor(to_numpy(v).astype(np.float32)) for k, v in layer.params.items()}
         m.load_state_dict(state, assign=True)
@@ -182,66 +184,136 @@ def _input(net, batch: int) -> np.ndarray:
 # the work, one closure per side; each returns an array to synchronise on
 
 
+def _labels(batch: int, num_classes: int) -> np.ndarray:
+    """The training labels of the "train" item, the same on both sides."""
+    return np.random.default_rng(2).integers(0, num_classes, batch)
+
+
+def _top_class_seed(scores):
+    """∂S_c/∂scores for c = the top class of each image: a one-hot row each."""
+    return one_hot(scores.argmax(axis=1), scores)
+
+
+def _tc_forward(net, x):
+    return lambda: net.predict(x)  # no caches, as torch.no_grad()
+
+
+def _tc_backward(net, x, param_grads: bool):
+    def run():
+        scores = net.forward(x)
+        return net.backward(_top_class_seed(scores), param_grads=param_grads)
+
+    return run
+
+
+def _tc_classviz(net, x):
+    # a class model a few steps away from the paper's zero start: at the zero image every
+    # max-pool window is a tie, which each side may break its own way
+    image = x * x.dtype.type(CLASSVIZ_START)
+
+    def run():
+        nonlocal image  # updated in place: the same buffer every step
+        scores = net.forward(image)
+        grad = net.backward(_top_class_seed(scores), param_grads=False)
+        # I += lr·(∂S_c/∂I − 2λI), written in place
+        image *= np.float32(1 - 2 * CLASSVIZ_LR * CLASSVIZ_L2)
+        image += np.float32(CLASSVIZ_LR) * grad
+        return image
+
+    return run
+
+
+def _tc_train(net, x):
+    """One step of what ``tinyconv train`` runs (``engine.train.fit``): forward, the package's
+    softmax cross-entropy, zero the gradients, backward, ``engine.train.SGD``'s update."""
+    xp = get_array_module(x)
+    labels = xp.asarray(_labels(len(x), net.num_classes))
+    optimizer = SGD(net, lr=SGD_LR, momentum=SGD_MOMENTUM)  # no weight decay, as the twin's
+
+    def run():
+        scores = net.forward(x)
+        _, dscores = softmax_cross_entropy(scores, labels)
+        net.zero_grad()
+        net.backward(dscores)
+        optimizer.step()
+        return scores
+
+    return run
+
+
 def tinyconv_work(item: Item, net, device: str = "cpu"):
     """A function doing one repetition of ``item`` with tinyconv."""
-    xp_input = to_device(_input(net, item.batch), device)
-    xp = get_array_module(xp_input)
-    rows = xp.arange(item.batch)
-
-    def top_class_seed(scores):
-        # ∂S_c/∂scores for c = the top class of each image: a one-hot row each
-        return one_hot(scores.argmax(axis=1), scores)
-
+    x = to_device(_input(net, item.batch), device)
     if item.work == "forward":
-        return lambda: net.predict(xp_input)  # no caches, as torch.no_grad()
-
+        return _tc_forward(net, x)
     if item.work in ("saliency", "backward"):
-        param_grads = item.work == "backward"
-
-        def run():
-            scores = net.forward(xp_input)
-            return net.backward(top_class_seed(scores), param_grads=param_grads)
-
-        return run
-
+        return _tc_backward(net, x, param_grads=item.work == "backward")
     if item.work == "classviz":
-        # a class model a few steps away from the paper's zero start: at the zero image every
-        # max-pool window is a tie, which each side may break its own way
-        image = xp_input * xp_input.dtype.type(CLASSVIZ_START)
-
-        def run():
-            nonlocal image  # updated in place: the same buffer every step
-            scores = net.forward(image)
-            grad = net.backward(top_class_seed(scores), param_grads=False)
-            # I += lr·(∂S_c/∂I − 2λI), written in place
-            image *= np.float32(1 - 2 * CLASSVIZ_LR * CLASSVIZ_L2)
-            image += np.float32(CLASSVIZ_LR) * grad
-            return image
-
-        return run
-
+        return _tc_classviz(net, x)
     if item.work == "train":
-        labels = xp.asarray(np.random.default_rng(2).integers(0, net.num_classes, item.batch))
-        velocity = [xp.zeros_like(p.value) for p in net.parameters()]
+        return _tc_train(net, x)
+    raise OptionError(f"unknown work {item.work!r}; expected one of {', '.join(WORK_FLOPS)}")
 
-        def run():
-            net.zero_grad()
-            scores = net.forward(xp_input)
-            # softmax cross-entropy, mean over the batch: dL/dscores = (p - onehot)/N
-            dscores = softmax(scores)
-            dscores[rows, labels] -= 1
-            dscores *= np.float32(1 / item.batch)
-            net.backward(dscores, param_grads=True)
-            # PyTorch's SGD: v = μv + g; p -= lr·v
-            for (_, value, grad), v in zip(net.parameters(), velocity, strict=True):
-                v *= np.float32(SGD_MOMENTUM)
-                v += grad
-                value -= np.float32(SGD_LR) * v
-            return scores
 
-        return run
+def _pt_forward(model, x):
+    import torch
 
-    raise ValueError(f"unknown work {item.work!r}")
+    def run():
+        with torch.no_grad():
+            return model(x)
+
+    return run
+
+
+def _pt_backward(model, x, wants_input: bool):
+    rows = _arange(x)
+
+    def run():
+        xi = x.detach().requires_grad_(wants_input)
+        scores = model(xi)
+        scores[rows, scores.argmax(dim=1)].sum().backward()
+        return xi.grad if wants_input else scores
+
+    return run
+
+
+def _pt_classviz(model, x):
+    import torch
+
+    image, rows = x * CLASSVIZ_START, _arange(x)
+
+    def run():
+        xi = image.detach().requires_grad_(True)
+        scores = model(xi)
+        scores[rows, scores.argmax(dim=1)].sum().backward()
+        with torch.no_grad():
+            image.mul_(1 - 2 * CLASSVIZ_LR * CLASSVIZ_L2).add_(xi.grad, alpha=CLASSVIZ_LR)
+        return image
+
+    return run
+
+
+def _pt_train(model, x):
+    import torch
+
+    labels = torch.from_numpy(_labels(len(x), model[-1].out_features)).to(x.device)
+    optimiser = torch.optim.SGD(model.parameters(), lr=SGD_LR, momentum=SGD_MOMENTUM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+
+    def run():
+        optimiser.zero_grad()
+        scores = model(x)
+        loss_fn(scores, labels).backward()
+        optimiser.step()
+        return scores
+
+    return run
+
+
+def _arange(x):
+    import torch
+
+    return torch.arange(x.shape[0], device=x.device)
 
 
 def torch_work(item: Item, model, x_numpy: np.ndarray, device: str = "cpu"):
@@ -249,57 +321,17 @@ def torch_work(item: Item, model, x_numpy: np.ndarray, device: str = "cpu"):
     import torch
 
     x = torch.from_numpy(x_numpy.copy()).to(device)
-    rows = torch.arange(item.batch, device=device)
     for p in model.parameters():
         p.requires_grad_(item.work in ("backward", "train"))
-
     if item.work == "forward":
-
-        def run():
-            with torch.no_grad():
-                return model(x)
-
-        return run
-
+        return _pt_forward(model, x)
     if item.work in ("saliency", "backward"):
-        wants_input = item.work == "saliency"
-
-        def run():
-            xi = x.detach().requires_grad_(wants_input)
-            scores = model(xi)
-            scores[rows, scores.argmax(dim=1)].sum().backward()
-            return xi.grad if wants_input else scores
-
-        return run
-
+        return _pt_backward(model, x, wants_input=item.work == "saliency")
     if item.work == "classviz":
-        image = x * CLASSVIZ_START
-
-        def run():
-            xi = image.detach().requires_grad_(True)
-            scores = model(xi)
-            scores[rows, scores.argmax(dim=1)].sum().backward()
-            with torch.no_grad():
-                image.mul_(1 - 2 * CLASSVIZ_LR * CLASSVIZ_L2).add_(xi.grad, alpha=CLASSVIZ_LR)
-            return image
-
-        return run
-
+        return _pt_classviz(model, x)
     if item.work == "train":
-        labels = torch.from_numpy(np.random.default_rng(2).integers(0, 10, item.batch)).to(device)
-        optimiser = torch.optim.SGD(model.parameters(), lr=SGD_LR, momentum=SGD_MOMENTUM)
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def run():
-            optimiser.zero_grad()
-            scores = model(x)
-            loss_fn(scores, labels).backward()
-            optimiser.step()
-            return scores
-
-        return run
-
-    raise ValueError(f"unknown work {item.work!r}")
+        return _pt_train(model, x)
+    raise OptionError(f"unknown work {item.work!r}; expected one of {', '.join(WORK_FLOPS)}")
 
 
 def _torch_has_cuda() -> bool:
@@ -550,10 +582,6 @@ def run(
     reps:    repetitions of every item (default: each item's own, fewer when quick).
     devices: ("cpu",) by default, plus "cuda" when CuPy sees a GPU.
     """
-    from .. import __version__
-    from ..engine.backend import cuda_available
-    from ..progress import Progress
-
     threads = threads or default_threads()
     _set_threads(threads)
     use_torch = use_torch and has_torch()

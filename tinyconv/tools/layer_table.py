@@ -40,6 +40,42 @@ def _clock(x) -> float:
     return time.perf_counter()
 
 
+def _target(scores, target) -> int:
+    """The class whose score is differentiated: ``target``, or the top class of the first image."""
+    if scores.ndim != 2:
+        raise TargetError(f"the network's output has shape {tuple(scores.shape)}, not (N, classes)")
+    if target is None:
+        return int(scores[0].argmax())
+    c = int(target)
+    if not 0 <= c < scores.shape[1]:
+        raise TargetError(f"target class {target} is out of range for {scores.shape[1]} classes")
+    return c
+
+
+def _one_pass(layers, x, target, param_grads: bool, forward_ms: list, backward_ms: list):
+    """Forward layer by layer, then the backward pass of S_c, appending each
+    layer's milliseconds; -> (outputs, gradients w.r.t. them, ∂S_c/∂I, c)."""
+    outputs, a = [], x
+    t = _clock(a)
+    for i, layer in enumerate(layers):
+        a = layer.forward(a)
+        now = _clock(a)
+        forward_ms[i].append((now - t) * 1e3)
+        outputs.append(a)
+        t = now
+    c = _target(a, target)
+    g = one_hot(np.full(a.shape[0], c), a)  # ∂S_c/∂scores
+    grads = [None] * len(layers)
+    t = _clock(g)
+    for i in reversed(range(len(layers))):
+        grads[i] = g
+        g = layers[i].backward(g, param_grads=param_grads)
+        now = _clock(g)
+        backward_ms[i].append((now - t) * 1e3)
+        t = now
+    return outputs, grads, g, c
+
+
 def layer_table(net, x, target=None, reps: int = 3, param_grads: bool = False) -> list[dict]:
     """One dict per layer (after an "input" row) with the keys ``name``,
     ``type``, ``shape``, ``params``, ``flops``, ``forward_ms``,
@@ -52,52 +88,14 @@ def layer_table(net, x, target=None, reps: int = 3, param_grads: bool = False) -
             class of the first image).
     """
     net.check_input(x)
-    batch = x.shape[0]
     layers = list(net)
-    forward_ms = [[] for _ in layers]
-    backward_ms = [[] for _ in layers]
+    forward_ms, backward_ms = [[] for _ in layers], [[] for _ in layers]
     for _ in range(1 + max(1, int(reps))):  # the first run is the warm-up
-        outputs, a = [], x
-        t = _clock(a)
-        for i, layer in enumerate(layers):
-            a = layer.forward(a)
-            now = _clock(a)
-            forward_ms[i].append((now - t) * 1e3)
-            outputs.append(a)
-            t = now
-        scores = a
-        if scores.ndim != 2:
-            raise TargetError(f"the network's output has shape {tuple(scores.shape)}, not (N, classes)")
-        if target is None:
-            c = int(scores[0].argmax())
-        else:
-            c = int(target)
-            if not 0 <= c < scores.shape[1]:
-                raise TargetError(f"target class {target} is out of range for {scores.shape[1]} classes")
-        seed = one_hot(np.full(scores.shape[0], c), scores)  # ∂S_c/∂scores
-        grads, g = [None] * len(layers), seed
-        t = _clock(g)
-        for i in reversed(range(len(layers))):
-            grads[i] = g
-            g = layers[i].backward(g, param_grads=param_grads)
-            now = _clock(g)
-            backward_ms[i].append((now - t) * 1e3)
-            t = now
-    rows = [
-        {
-            "name": "input",
-            "type": "",
-            "shape": tuple(int(v) for v in x.shape[1:]),
-            "params": 0,
-            "flops": 0,
-            "forward_ms": 0.0,
-            "backward_ms": 0.0,
-            "activation_norm": _norm(x),
-            "gradient_norm": _norm(g),
-            "target": c,
-        }
-    ]
+        outputs, grads, dx, c = _one_pass(layers, x, target, param_grads, forward_ms, backward_ms)
     shape = tuple(int(v) for v in x.shape[1:])
+    rows = [{"name": "input", "type": "", "shape": shape, "params": 0, "flops": 0, "forward_ms": 0.0,
+             "backward_ms": 0.0, "activation_norm": _norm(x), "gradient_norm": _norm(dx),
+             "target": c}]  # fmt: skip
     for i, layer in enumerate(layers):
         rows.append(
             {
@@ -105,7 +103,7 @@ def layer_table(net, x, target=None, reps: int = 3, param_grads: bool = False) -
                 "type": type(layer).__name__,
                 "shape": tuple(int(v) for v in outputs[i].shape[1:]),
                 "params": int(sum(int(np.prod(p.shape)) for p in layer.params.values())),
-                "flops": int(layer.flops(shape)) * batch,
+                "flops": int(layer.flops(shape)) * x.shape[0],
                 "forward_ms": statistics.median(forward_ms[i][1:]),
                 "backward_ms": statistics.median(backward_ms[i][1:]),
                 "activation_norm": _norm(outputs[i]),

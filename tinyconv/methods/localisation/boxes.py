@@ -51,7 +51,7 @@ def corloc(ious, threshold: float = 0.5) -> float:
     """Fraction of images whose IoU (best over its ground-truth boxes) is ≥ threshold."""
     ious = np.asarray(ious, dtype=np.float64)
     if ious.size == 0:
-        raise ValueError("CorLoc of zero images is undefined")
+        raise DataError("CorLoc of zero images is undefined")
     return float((ious >= threshold).mean())
 
 

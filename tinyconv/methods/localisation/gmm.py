@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...engine.functional import logsumexp
-from ...errors import DataError
+from ...errors import DataError, OptionError
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -77,11 +77,11 @@ class GaussianMixture:
 
     def __init__(self, n_components=5, reg=1e-3, max_iter=100, tol=1e-5, init="kmeans++", seed=0):
         if int(n_components) < 1:
-            raise ValueError(f"n_components must be at least 1, got {n_components}")
+            raise OptionError(f"n_components must be at least 1, got {n_components}")
         if init not in ("kmeans++", "quantile"):
-            raise ValueError(f"init must be 'kmeans++' or 'quantile', got {init!r}")
+            raise OptionError(f"init must be 'kmeans++' or 'quantile', got {init!r}")
         if reg <= 0:
-            raise ValueError(f"reg must be positive, got {reg}")
+            raise OptionError(f"reg must be positive, got {reg}")
         self.n_components, self.reg, self.max_iter, self.tol = (
             int(n_components),
             float(reg),

@@ -44,17 +44,13 @@ import numbers
 import numpy as np
 
 from ...engine.backend import to_numpy
-from ...errors import OptionError, ShapeError, TinyconvError
+from ...errors import DataError, MissingDependency, OptionError, ShapeError
 from .gmm import GaussianMixture
 
 INSTALL_HINT = "pip install 'tinyconv[localize]' (PyMaxflow and scipy)"
 #: 8-neighbourhood offsets (dy, dx), each undirected pair counted once.
 OFFSETS = ((0, 1), (1, 0), (1, 1), (1, -1))
 PIN = 1e9  # capacity that stands for "infinite" on a seed's t-link
-
-
-class MissingDependency(TinyconvError, ModuleNotFoundError):
-    """PyMaxflow or scipy is not installed."""
 
 
 def _maxflow():
@@ -258,7 +254,7 @@ def mask_box(mask):
     """Bounding box (x0, y0, x1, y1) of a non-empty (H, W) bool mask, x1/y1 exclusive."""
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
-        raise ValueError("empty mask has no bounding box")
+        raise DataError("empty mask has no bounding box")
     return (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
 
 
