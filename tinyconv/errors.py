@@ -29,3 +29,15 @@ class WeightsError(TinyconvError, ValueError):
 
 class DataError(TinyconvError, ValueError):
     """A dataset file that is missing or malformed."""
+
+
+class ArgumentError(TinyconvError, ValueError):
+    """A numeric argument or command-line option that is not finite or out of range."""
+
+
+class OutputError(TinyconvError, ValueError):
+    """An output path that cannot or must not be written (empty, under a file, the input itself)."""
+
+
+class NumericalError(TinyconvError, ArithmeticError):
+    """Weights or scores that are not finite (NaN, infinite, or overflowing the dtype)."""
