@@ -294,7 +294,7 @@ def _what_it_is(head: bytes) -> str:
     if len(head) >= 9 and head[8:9] == b"{":
         return "it looks like a safetensors file: convert it with `tinyconv convert`"
     if head.startswith(b"\x80"):
-        return "it looks like a legacy PyTorch pickle: re-save it with torch.save and convert it"
+        return "it is a pickle, which tinyconv never reads (a legacy PyTorch file? re-save it in PyTorch)"
     if head.startswith(b"ONNX") or head[:1] == b"\x08":
         return "it is not a zip archive (an ONNX model? load it with tinyconv.load_onnx)"
     return "it is not a zip archive"
