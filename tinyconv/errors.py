@@ -59,7 +59,16 @@ class MissingDependency(TinyconvError, ModuleNotFoundError):
     """An optional dependency (PyMaxflow or scipy for localisation) is not installed."""
 
 
+class OutputError(TinyconvError, ValueError):
+    """An output path that cannot or must not be written (empty, under a file, the input itself)."""
+
+
+class NumericalError(TinyconvError, ArithmeticError):
+    """Weights or scores that are not finite (NaN, infinite, or overflowing the dtype)."""
+
+
 __all__ = [
-    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "OptionError", "PrecisionWarning",
-    "RuleError", "ShapeError", "TargetError", "TinyconvError", "WeightsError",
+    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "NumericalError", "OptionError",
+    "OutputError", "PrecisionWarning", "RuleError", "ShapeError", "TargetError", "TinyconvError",
+    "WeightsError",
 ]  # fmt: skip

@@ -4,8 +4,10 @@ Layout: an 8-byte little-endian unsigned header length N, N bytes of UTF-8
 JSON, then the raw tensor buffer. The JSON maps each tensor name to
 {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]} (byte offsets
 into the buffer), plus an optional "__metadata__" of strings. Every offset,
-size and dtype is checked before any data is read: tensors must lie inside
-the buffer, not overlap, and hold exactly prod(shape) x itemsize bytes.
+size and dtype is checked before any data is read: no key may appear twice,
+tensors must lie inside the buffer, not overlap, hold exactly
+prod(shape) x itemsize bytes, and cover the buffer to its end (no trailing
+bytes); each tensor is then read once, straight into its array.
 """
 
 from __future__ import annotations
@@ -35,6 +37,21 @@ DTYPES = {
 MAX_HEADER = 100 * 1024 * 1024
 
 
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    """json object hook: a header naming one key twice is refused (which value
+    would count is not defined)."""
+    out = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def read_safetensors(path) -> tuple[dict[str, Tensor], dict]:
     """(name -> Tensor, metadata) of a ``.safetensors`` file."""
     where = str(path)
@@ -49,28 +66,38 @@ def read_safetensors(path) -> tuple[dict[str, Tensor], dict]:
                 f"{where}: safetensors header claims {n} bytes but the file has {size - 8} after the length"
             )
         try:
-            header = json.loads(f.read(n).decode("utf-8"))
+            header = json.loads(f.read(n).decode("utf-8"), object_pairs_hook=_no_duplicates)
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-            raise WeightsError(f"{where}: the safetensors header is not valid JSON ({exc})") from None
+            detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            raise WeightsError(f"{where}: the safetensors header is not valid JSON ({detail})") from None
+        except _DuplicateKey as exc:
+            raise WeightsError(f"{where}: the safetensors header names {exc.args[0]!r:.120} twice") from None
         if not isinstance(header, dict):
             raise WeightsError(f"{where}: the safetensors header is not a JSON object")
         metadata = header.pop("__metadata__", None) or {}
-        if not isinstance(metadata, dict):
-            raise WeightsError(f"{where}: the safetensors __metadata__ is not an object")
+        if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+            raise WeightsError(f"{where}: the safetensors __metadata__ is not an object of strings")
         buffer_size = size - 8 - n
         entries = [_check_entry(name, entry, buffer_size, where) for name, entry in header.items()]
         previous_end, previous = 0, None
         for name, _, _, begin, end in sorted(entries, key=lambda e: (e[3], e[4])):
             if begin < previous_end:
-                raise WeightsError(f"{where}: tensors {previous!r} and {name!r} overlap in the buffer")
+                raise WeightsError(
+                    f"{where}: tensors {previous!r:.120} and {name!r:.120} overlap in the buffer"
+                )
             previous_end, previous = end, name
+        if previous_end != buffer_size:
+            raise WeightsError(
+                f"{where}: {buffer_size - previous_end:,} bytes after the last tensor belong to none "
+                "(the safetensors format allows no trailing bytes)"
+            )
         result = {}
         for name, dtype, shape, begin, end in entries:
             f.seek(8 + n + begin)
-            raw = f.read(end - begin)
-            if len(raw) != end - begin:
-                raise WeightsError(f"{where}: tensor {name!r} is cut short; is the file truncated?")
-            array = np.frombuffer(raw, dtype=np.dtype(DTYPES[dtype][0])).reshape(shape).copy()
+            array = np.empty(shape, dtype=np.dtype(DTYPES[dtype][0]))
+            view = memoryview(array.reshape(-1).view(np.uint8))
+            if f.readinto(view) != end - begin:
+                raise WeightsError(f"{where}: tensor {name!r:.120} is cut short; is the file truncated?")
             result[name] = Tensor(array, DTYPES[dtype][1])
     if not result:
         raise WeightsError(f"{where} holds no tensors")
