@@ -15,9 +15,10 @@ import pytest
 import tinyconv as tc
 from tinyconv import Sequential
 from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
-from tinyconv.engine.train import he_init, small_cnn
+from tinyconv.engine.train import he_init
 from tinyconv.errors import TinyconvError
 from tinyconv.methods import sanity as S
+from tinyconv.models import build
 
 
 def small_net(seed=0):
@@ -151,7 +152,7 @@ def test_the_label_pair_memorises_permuted_labels():
     images = rng.integers(0, 256, (48, 28, 28)).astype(np.uint8)
     labels = rng.integers(0, 10, 48)
     net_true, net_random, record = S.train_label_pair(
-        images, labels, lambda: small_cnn(), 0.5, 0.3, epochs_true=2, max_epochs_random=60, chunk=20,
+        images, labels, lambda: build("small-cnn"), 0.5, 0.3, epochs_true=2, max_epochs_random=60, chunk=20,
         fit_to=0.9, lr=0.05, batch_size=16,
     )  # fmt: skip
     assert record["random_train_acc"] >= 0.9
@@ -179,7 +180,7 @@ def digit_files(tmp_path, n=2):
 def test_cli_sanity_writes_tables_and_pictures(tmp_path, capsys):
     from tinyconv.cli import main
 
-    net = small_cnn(classes=[str(i) for i in range(10)])
+    net = build("small-cnn", classes=[str(i) for i in range(10)])
     he_init(net, 0)
     net.mean, net.std = (0.5,), (0.3,)
     a, b = tmp_path / "a.npz", tmp_path / "b.npz"
