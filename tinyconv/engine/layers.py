@@ -16,7 +16,7 @@ import functools
 
 import numpy as np
 
-from ..errors import RuleError, ShapeError
+from ..errors import OptionError, RuleError, ShapeError
 from .backend import DeviceError, device_of, get_array_module, to_device
 
 RULES = ("gradient", "deconvnet", "guided")
@@ -953,11 +953,11 @@ def layer_from_spec(spec: dict) -> Layer:
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in LAYER_TYPES:
-        raise ShapeError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+        raise OptionError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
     try:
         return LAYER_TYPES[kind](**spec)
     except TypeError as exc:
-        raise ShapeError(f"bad hyper-parameters for {kind}: {exc}") from None
+        raise OptionError(f"bad hyper-parameters for {kind}: {exc}") from None
 
 
 def param_shapes(spec: dict) -> dict:
