@@ -18,7 +18,7 @@ import warnings
 
 import numpy as np
 
-from ..errors import PrecisionWarning, RuleError, ShapeError
+from ..errors import OptionError, PrecisionWarning, RuleError, ShapeError
 from . import fastconv
 from . import functional as F
 from .backend import DeviceError, device_of, get_array_module, to_device
@@ -501,11 +501,11 @@ def layer_from_spec(spec: dict) -> Layer:
     spec = dict(spec)
     kind = spec.pop("type", None)
     if kind not in LAYER_TYPES:
-        raise ShapeError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
+        raise OptionError(f"unknown layer type {kind!r}; known: {', '.join(LAYER_TYPES)}")
     try:
         return LAYER_TYPES[kind](**spec)
     except TypeError as exc:
-        raise ShapeError(f"bad hyper-parameters for {kind}: {exc}") from None
+        raise OptionError(f"bad hyper-parameters for {kind}: {exc}") from None
 
 
 # ----------------------------------------------------------------------------

@@ -16,8 +16,8 @@ a module) is called "flatten".
 
 The ``_bn`` variants (torchvision's ``vgg11_bn``...) put a BatchNorm2d after
 each convolution; at inference that is an affine map per channel, which the
-checkpoint readers fold into the convolution (see
-``tinyconv.models.checkpoint.fold_batchnorm``). The built network is therefore the
+checkpoint readers fold into the convolution before it
+(``tinyconv.models.checkpoint.fold_into``). The built network is therefore the
 plain VGG, but its layer names keep the ``_bn`` indices (conv "features.0",
 its ReLU "features.2", the next conv "features.3"...), so a name a user
 reads in a PyTorch printout means the same layer here.
