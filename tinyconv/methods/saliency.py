@@ -34,7 +34,7 @@ __all__ = ["resolve_targets", "input_gradient", "saliency", "smoothgrad", "eval_
 def eval_mode(net):
     """Put every layer in eval mode (``net.eval()``: dropout off, the only layer
     that differs in training), restoring each layer's mode on exit. Unlike
-    PyTorch's ``inference_mode`` it leaves gradients on: this is ``model.eval()``
+    PyTorch's ``eval_mode`` it leaves gradients on: this is ``model.eval()``
     as a ``with`` block."""
     saved = [layer.training for layer in net.layers]
     try:

@@ -20,7 +20,7 @@ from PIL import Image, ImageDraw
 from ..engine.backend import to_numpy
 from ..methods.classviz import class_models
 from ..methods.deconvnet import compare, reconstruct, resolve_layer
-from ..methods.saliency import inference_mode, input_gradient, resolve_targets, smoothgrad
+from ..methods.saliency import eval_mode, input_gradient, resolve_targets, smoothgrad
 from .imaging import (
     as_rgb,
     contrast_image,
@@ -94,7 +94,7 @@ class SaliencyMaps:
 def compute_saliency(net, x, target=None, smooth=None) -> SaliencyMaps:
     """Saliency of one preprocessed image x (1, C, H, W) for class ``target``
     (None = top class); smooth: None or ``smoothgrad`` options. Host arrays."""
-    with inference_mode(net):
+    with eval_mode(net):
         scores = to_numpy(net.predict(x))[0]
     c = int(resolve_targets(target, scores[None])[0])
     w = to_numpy(input_gradient(net, x, c))[0]
@@ -127,7 +127,7 @@ class RuleMaps:
 def compute_rules(net, x, target=None) -> RuleMaps:
     """``compare`` for one preprocessed image x (1, C, H, W), as host arrays."""
     maps = {k: to_numpy(v)[0] for k, v in compare(net, x, target).items()}  # each (C, H, W)
-    with inference_mode(net):
+    with eval_mode(net):
         scores = to_numpy(net.predict(x))[0]
     c = int(resolve_targets(target, scores[None])[0])
     return RuleMaps(deprocess(to_numpy(x)[0], net), maps, scores, c)
