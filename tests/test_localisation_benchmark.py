@@ -19,6 +19,9 @@ import tinyconv as tc
 from tinyconv import Sequential
 from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.errors import DataError, OptionError, TinyconvError
+from tinyconv.pictures.demo import MANIFEST, run_demo
+from tinyconv.pictures.figures import Figure
+from tinyconv.pictures.page import Cell, Row, Section
 from tinyconv.pictures.imaging import fit_geometry, fit_image, preprocess, unique_stems, write_files
 
 pytest.importorskip("maxflow", reason="needs PyMaxflow (pip install 'tinyconv[localize]')")
@@ -233,8 +236,6 @@ def test_write_files_keeps_every_name_inside_the_folder(tmp_path):
 
 
 def test_demo_stays_in_its_folder_and_removes_only_its_own_stale_files(tmp_path):
-    from tinyconv.pictures.demo import MANIFEST, run_demo
-
     wdir = tmp_path / "weights"
     wdir.mkdir()
     tiny_net(channels=1).save(wdir / "...npz")  # a stem of ".." must not name the parent folder
@@ -250,9 +251,14 @@ def test_demo_stays_in_its_folder_and_removes_only_its_own_stale_files(tmp_path)
     # a second run with another network: the first network's files go, the user's file stays
     (wdir / "...npz").unlink()
     tiny_net(channels=1).save(wdir / "other.npz")
-    run_demo(out, **quiet)
+    def more(device, progress, log):  # how other code adds a section to the page
+        figure = Figure("extra/pixel.png", np.zeros((4, 4, 3), np.uint8), "a black square")
+        return [Section("beyond the paper", "an added section", [Row([Cell(figure, "black")])])]
+
+    run_demo(out, **quiet, extra_sections=[more])
+    assert "<h2>beyond the paper</h2>" in (out / "index.html").read_text()
     second = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
     assert "mine.txt" in second and not any(n.startswith("_.") for n in second)
-    assert any(n.startswith("other/") for n in second)
+    assert any(n.startswith("other/") for n in second) and "extra/pixel.png" in second
     referenced = set(re.findall(r"<img src='([^']+)'", (out / "index.html").read_text()))
     assert {n for n in second if n.endswith(".png")} == referenced
