@@ -21,8 +21,8 @@ from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.errors import DataError, OptionError, TinyconvError
 from tinyconv.pictures.demo import MANIFEST, run_demo
 from tinyconv.pictures.figures import Figure
-from tinyconv.pictures.page import Cell, Row, Section
 from tinyconv.pictures.imaging import fit_geometry, fit_image, preprocess, unique_stems, write_files
+from tinyconv.pictures.page import Cell, Row, Section
 
 pytest.importorskip("maxflow", reason="needs PyMaxflow (pip install 'tinyconv[localize]')")
 pytest.importorskip("scipy", reason="needs scipy (pip install 'tinyconv[localize]')")
