@@ -128,7 +128,7 @@ def example_images(weights_path: Path) -> list[Path]:
         return []
     names = [EXAMPLE_FOLDERS.get(arch, ""), weights_path.stem.split("_")[0]]
     for folder in names:
-        if folder and (REPO / "examples" / folder).is_dir():
+        if folder and folder == safe_name(folder, keep="-_") and (REPO / "examples" / folder).is_dir():
             return sorted((REPO / "examples" / folder).glob("*.png"))
     return []
 
