@@ -86,3 +86,20 @@ def test_malformed_xml_names_the_problem(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(DataError, match=message):
         read_voc_xml(path)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan", "1e400"])
+@pytest.mark.parametrize("where", ["box", "size"])
+def test_non_finite_numbers_are_a_data_error_not_an_iou(tmp_path, value, where):
+    box = dict(xmin="1", ymin="1", xmax="5", ymax="5")
+    size = "<size><width>10</width><height>10</height></size>"
+    if where == "box":
+        box["xmax"] = value
+    else:
+        size = f"<size><width>{value}</width><height>10</height></size>"
+    fields = "".join(f"<{k}>{v}</{k}>" for k, v in box.items())
+    path = tmp_path / "bad.xml"
+    path.write_text(f"<annotation>{size}<object><name>x</name><bndbox>{fields}</bndbox></object></annotation>")
+    with pytest.raises(DataError, match="not a finite number") as info:
+        read_voc_xml(path)
+    assert len(str(info.value).splitlines()) == 1

@@ -264,3 +264,15 @@ def test_contrast_image_puts_the_mean_at_grey():
     out = contrast_image(x, percentile=100)
     assert out.shape == (3, 4, 1) and out.dtype == np.uint8
     assert out[0, 0, 0] == 255 and out[0, 1, 0] == 0 and out[1, 1, 0] == 128
+
+
+def test_with_colorbar_puts_the_colour_table_under_the_tile():
+    from tinyconv.pictures.imaging import with_colorbar
+
+    tile = np.full((20, 64, 3), 7, np.uint8)
+    out = with_colorbar(tile, "fire", "0", "1.5")
+    assert out.shape[1] == 64 and out.shape[0] > 20 + 12
+    np.testing.assert_array_equal(out[:20], tile)
+    bar = out[20 + 7]  # a row through the middle of the bar, inside its grey border
+    np.testing.assert_array_equal(bar[1], colormap("fire")[round(255 / 63)])
+    np.testing.assert_array_equal(bar[-2], colormap("fire")[round(255 * 62 / 63)])

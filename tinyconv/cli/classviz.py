@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from ..errors import TinyconvError
 from ..methods.classviz import DEFAULTS, OBJECTIVES
-from ..pictures.demo import classviz_figures, load_net, parse_target
+from ..pictures.demo import load_net, parse_target
+from ..pictures.figures import classviz_figures
 from ..pictures.imaging import write_files
 from ._common import add_device_option, add_weights_option
 

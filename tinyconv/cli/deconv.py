@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from ..errors import TargetError
 from ..methods.deconvnet import resolve_layer
-from ..pictures.demo import comparison_figures, load_net, parse_target, unique_stems, unit_figures
-from ..pictures.imaging import preprocess, write_files
+from ..pictures.demo import load_net, parse_target
+from ..pictures.figures import comparison_figures, unit_figures
+from ..pictures.imaging import preprocess, unique_stems, write_files
 from ._common import add_device_option, add_weights_option
 
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from ..errors import TinyconvError
 from ..methods.attribution import METHODS
-from ..pictures.demo import load_net, parse_target, saliency_figures, unique_stems
-from ..pictures.imaging import preprocess, write_files
+from ..pictures.demo import load_net, parse_target
+from ..pictures.figures import saliency_figures
+from ..pictures.imaging import preprocess, unique_stems, write_files
 from ._common import add_device_option, add_weights_option
 
 

@@ -178,6 +178,42 @@ def class_models(
     what ``class_model`` gives for its class with the same options and seed
     (the jitter shift of a step is shared by the batch).
     """
+    cs = _check(net, targets, steps, lr, l2, objective)
+    if seed is None:
+        seed = int(np.random.SeedSequence().entropy % 2**32)
+    classes = net.classes or [str(i) for i in range(net.num_classes)]
+    common = {
+        "method": "class model (Simonyan et al. 2014, eq. 1): gradient ascent from the zero image",
+        "objective": objective,
+        "steps": int(steps),
+        "lr": float(lr),
+        "l2": float(l2),
+        "seed": int(seed),
+        "start": "zeros (normalised input space)",
+        "jitter": int(jitter),
+        "blur_every": int(blur_every),
+        "blur_sigma": float(blur_sigma),
+        "clip": bool(clip),
+        "mean": net.mean,
+        "std": net.std,
+        "input_shape": net.input_shape,
+    }
+    desc = f"class model {classes[cs[0]]!r}" if len(cs) == 1 else f"{len(cs)} class models"
+    with Progress(int(steps), desc=desc, disable=not progress) as bar:
+        x, history, final = _ascent(net, cs, common, np.random.default_rng(seed), bar)
+    stacked = {name: np.stack(v, axis=1) for name, v in history.items()}  # (B, steps + 1)
+    host = to_numpy(x)  # the one crossing to the host for the displayable images
+    results = []
+    for i, c in enumerate(int(c) for c in cs):
+        hist = {n: v[i].astype(np.int64 if n == "runner_up_class" else float) for n, v in stacked.items()}
+        params = {**common, "target": c, "class_name": classes[c]}
+        image = deprocess(host[i], net)
+        results.append(ClassModel(x[i], image, hist, params, c, classes[c], scores=final[i]))
+    return results
+
+
+def _check(net, targets, steps, lr, l2, objective) -> np.ndarray:
+    """The target classes (B,) after checking the options and the network."""
     if objective not in OBJECTIVES:
         raise OptionError(f"unknown objective {objective!r}; expected one of {', '.join(OBJECTIVES)}")
     if net.input_shape is None:
@@ -190,85 +226,69 @@ def class_models(
     targets = list(range(k)) if targets is None else list(targets)
     if not targets:
         raise TargetError("no target classes given")
-    cs = resolve_targets(targets, np.zeros((len(targets), k)))  # (B,), validated
-    if seed is None:
-        seed = int(np.random.SeedSequence().entropy % 2**32)
-    rng = np.random.default_rng(seed)
-    classes = net.classes or [str(i) for i in range(k)]
-    lr, l2, steps = float(lr), float(l2), int(steps)
-    common = {
-        "method": "class model (Simonyan et al. 2014, eq. 1): gradient ascent from the zero image",
-        "objective": objective,
-        "steps": steps,
-        "lr": lr,
-        "l2": l2,
-        "seed": int(seed),
-        "start": "zeros (normalised input space)",
-        "jitter": int(jitter),
-        "blur_every": int(blur_every),
-        "blur_sigma": float(blur_sigma),
-        "clip": bool(clip),
-        "mean": net.mean,
-        "std": net.std,
-        "input_shape": net.input_shape,
-    }
-    xp = get_array_module(net.parameters()[0].value) if net.parameters() else np
-    b = len(cs)
-    rows = np.arange(b)
-    x = xp.zeros((b, *net.input_shape), dtype=net.dtype)  # I, (B, C, H, W)
-    onehot = one_hot(cs, xp.empty((b, k), dtype=net.dtype))
-    if clip:
-        mean = np.asarray(net.mean or [0.0] * x.shape[1]).reshape(1, -1, 1, 1)
-        std = np.asarray(net.std or [1.0] * x.shape[1]).reshape(1, -1, 1, 1)
-        low, high = xp.asarray(-mean / std, dtype=x.dtype), xp.asarray((1 - mean) / std, dtype=x.dtype)
-    names = ("score", "runner_up", "runner_up_class", "posterior", "objective")
-    history = {name: [] for name in names}
+    return resolve_targets(targets, np.zeros((len(targets), k)))  # (B,), validated
 
-    def record(scores):  # scores (B, K) of the current x; appends to history, returns a host copy
+
+class _History:
+    """Per-step records of the batch: S_c, the best other score and its class,
+    P_c and the objective's value, each a list of host arrays (B,)."""
+
+    NAMES = ("score", "runner_up", "runner_up_class", "posterior", "objective")
+
+    def __init__(self, cs, l2, objective):
+        self.cs, self.rows, self.l2, self.objective = cs, np.arange(len(cs)), l2, objective
+        self.values = {name: [] for name in self.NAMES}
+
+    def record(self, scores, x):
+        """Append the records of scores (B, K) at input x; returns the host scores."""
+        xp = get_array_module(x)
         s = to_numpy(scores).astype(np.float64)
+        rows, cs = self.rows, self.cs
         others = s.copy()
         others[rows, cs] = -np.inf
         p = softmax(s)[rows, cs]
-        penalty = l2 * to_numpy((x.astype(xp.float64) ** 2).reshape(b, -1).sum(axis=1))
-        gain = s[rows, cs] if objective == "score" else np.log(np.maximum(p, 1e-300))
+        penalty = self.l2 * to_numpy((x.astype(xp.float64) ** 2).reshape(len(cs), -1).sum(axis=1))
+        gain = s[rows, cs] if self.objective == "score" else np.log(np.maximum(p, 1e-300))
         values = (s[rows, cs], others.max(axis=1), others.argmax(axis=1), p, gain - penalty)
-        for name, v in zip(names, values, strict=True):
-            history[name].append(v)
+        for name, v in zip(self.NAMES, values, strict=True):
+            self.values[name].append(v)
         return s
 
-    desc = f"class model {classes[cs[0]]!r}" if b == 1 else f"{b} class models"
-    with eval_mode(net), Progress(steps, desc=desc, disable=not progress) as bar:
-        for step in range(steps):
+
+def _ascent(net, cs, p: dict, rng, bar):
+    """Gradient ascent I ← I + lr (∂objective/∂I − 2λI) for the batch of classes
+    ``cs`` with the options ``p``; returns (x, history lists, final host scores)."""
+    xp = get_array_module(net.parameters()[0].value) if net.parameters() else np
+    b, k = len(cs), net.num_classes
+    x = xp.zeros((b, *net.input_shape), dtype=net.dtype)  # I, (B, C, H, W)
+    onehot = one_hot(cs, xp.empty((b, k), dtype=net.dtype))
+    low, high = _pixel_range(net, xp, x.dtype) if p["clip"] else (None, None)
+    history, jitter, lr, l2 = _History(cs, p["l2"], p["objective"]), p["jitter"], p["lr"], p["l2"]
+    with eval_mode(net):
+        for step in range(p["steps"]):
             shift = tuple(int(v) for v in rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
             scores = net.forward(xp.roll(x, shift, axis=(2, 3)) if jitter else x)  # (B, K)
             if not jitter:
-                record(scores)
+                history.record(scores, x)
             # ∂S_c/∂S = e_c;  ∂ log P_c/∂S = e_c − softmax(S)
-            seed_grad = onehot if objective == "score" else onehot - softmax(scores)
+            seed_grad = onehot if p["objective"] == "score" else onehot - softmax(scores)
             g = net.backward(seed_grad, param_grads=False)  # ∂/∂I, (B, C, H, W)
             if jitter:
                 g = xp.roll(g, (-shift[0], -shift[1]), axis=(2, 3))
-                record(net.forward(x))
+                history.record(net.forward(x), x)
             x = x + lr * (g - 2 * l2 * x)
-            if blur_every and (step + 1) % int(blur_every) == 0:
-                x = _gaussian_blur(x, float(blur_sigma))
-            if clip:
+            if p["blur_every"] and (step + 1) % p["blur_every"] == 0:
+                x = _gaussian_blur(x, p["blur_sigma"])
+            if p["clip"]:
                 x = xp.minimum(xp.maximum(x, low), high)
-            bar.update(1, score=float(history["score"][-1].mean()))
-        final = record(net.forward(x))
-    stacked = {name: np.stack(v, axis=1) for name, v in history.items()}  # (B, steps + 1)
-    results = []
-    for i, c in enumerate(int(c) for c in cs):
-        hist = {n: v[i].astype(np.int64 if n == "runner_up_class" else float) for n, v in stacked.items()}
-        results.append(
-            ClassModel(
-                input=x[i],
-                image=deprocess(x[i], net),
-                history=hist,
-                params={**common, "target": c, "class_name": classes[c]},
-                target=c,
-                class_name=classes[c],
-                scores=final[i],
-            )
-        )
-    return results
+            bar.update(1, score=float(history.values["score"][-1].mean()))
+        final = history.record(net.forward(x), x)
+    return x, history.values, final
+
+
+def _pixel_range(net, xp, dtype):
+    """The normalised input values of pixels 0 and 1: ((1, C, 1, 1), (1, C, 1, 1))."""
+    c = net.input_shape[0]
+    mean = np.asarray(net.mean or [0.0] * c).reshape(1, -1, 1, 1)
+    std = np.asarray(net.std or [1.0] * c).reshape(1, -1, 1, 1)
+    return xp.asarray(-mean / std, dtype=dtype), xp.asarray((1 - mean) / std, dtype=dtype)

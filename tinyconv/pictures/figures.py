@@ -27,11 +27,14 @@ from .imaging import (
     deprocess,
     display_scale,
     heatmap,
+    map_top,
     montage,
     overlay,
     safe_name,
+    signed_channel,
     signed_image,
     upscale,
+    with_colorbar,
 )
 
 __all__ = [
@@ -169,7 +172,13 @@ def saliency_pictures(net, m: SaliencyMaps, stem: str, smooth=None, prefix: str 
         Figure(f"{prefix}{stem}_gradient.png", tiles["gradient"],
                f"{stem}: the signed gradient ∂S_c/∂I (red > 0: brighter pixels raise S_c; blue < 0)"),
     ]  # fmt: skip
-    panel = [upscale(as_rgb(m.image), scale), *tiles.values()]
+    top, signed_top = map_top(m.saliency), map_top(signed_channel(m.gradient))
+    panel = [
+        upscale(as_rgb(m.image), scale),
+        with_colorbar(tiles["saliency"], "fire", "0", f"{top:.2g}"),
+        tiles["overlay"],
+        with_colorbar(tiles["gradient"], "bluered", f"−{signed_top:.2g}", f"+{signed_top:.2g}", "0"),
+    ]
     captions = ["input (network's view)", "saliency max|w|", "overlay", "signed gradient w"]
     if m.smooth is not None:
         sheat = upscale(heatmap(m.smooth), scale)
@@ -178,7 +187,7 @@ def saliency_pictures(net, m: SaliencyMaps, stem: str, smooth=None, prefix: str 
             Figure(f"{prefix}{stem}_smoothgrad.png", sheat,
                    f"{stem}: SmoothGrad (beyond the paper): mean saliency over noisy copies ({opts})")
         )  # fmt: skip
-        panel.append(sheat)
+        panel.append(with_colorbar(sheat, "fire", "0", f"{map_top(m.smooth):.2g}"))
         captions.append("SmoothGrad (beyond the paper)")
     figs.append(
         Figure(
@@ -306,12 +315,13 @@ def comparison_figures(net, x, stem: str, target=None, prefix: str = "") -> list
     c, name, diff = r.target, class_name(net, r.target), r.explicit_difference
     figs, signed, heats = [], [], []
     for key, m in r.maps.items():
-        s = upscale(signed_image(m), scale)
+        s, top = upscale(signed_image(m), scale), map_top(signed_channel(m))
         figs.append(
             Figure(f"{prefix}{stem}_{key}.png", s, f"{stem}: {RULE_CAPTIONS[key]}; signed, red > 0, blue < 0")
         )
-        signed.append(s)
-        heats.append(upscale(heatmap(np.abs(m).max(axis=0)), scale))
+        signed.append(with_colorbar(s, "bluered", f"−{top:.2g}", f"+{top:.2g}", "0"))
+        a = np.abs(m).max(axis=0)
+        heats.append(with_colorbar(upscale(heatmap(a), scale), "fire", "0", f"{map_top(a):.2g}"))
     short = ["gradient (x > 0)", "DeconvNet rule (g > 0)", "explicit DeconvNet", "guided (both)"]
     panel = montage(
         [upscale(as_rgb(r.image), scale), *signed, np.full_like(heats[0], 255), *heats],

@@ -51,6 +51,7 @@ __all__ = [
     "overlay",
     "upscale",
     "display_scale",
+    "with_colorbar",
     "montage",
     "save_png",
     "safe_name",
@@ -490,6 +491,27 @@ def _wrap(text: str, font, width: int) -> list[str]:
                 line = trial
         lines.append(line)
     return lines
+
+
+def with_colorbar(tile, cmap: str, low: str, high: str, middle: str | None = None, font_size: int = 11):
+    """``tile`` (H, W, 3) uint8 with a legend below it: the colour map's table
+    drawn as a bar the tile's width, ``low``/``middle``/``high`` under its
+    left end, centre and right end. Returns uint8 (H + ~28, W, 3)."""
+    tile = as_rgb(tile)
+    w = tile.shape[1]
+    table = colormap(cmap)
+    bar = table[np.linspace(0, 255, w).round().astype(np.intp)][None].repeat(9, axis=0)
+    font = _font(font_size)
+    legend = Image.new("RGB", (w, 12 + font_size + 6), "white")
+    legend.paste(Image.fromarray(np.ascontiguousarray(bar)), (0, 3))
+    draw = ImageDraw.Draw(legend)
+    draw.rectangle((0, 2, w - 1, 12), outline=(150, 150, 150))
+    texts = [(low, 0), (high, 1)] + ([(middle, 0.5)] if middle is not None else [])
+    for text, where in texts:
+        text = _printable(str(text), font)
+        x = (w - font.getlength(text)) * where
+        draw.text((x, 14), text, fill="black", font=font)
+    return np.concatenate([tile, np.asarray(legend)], axis=0)
 
 
 def montage(

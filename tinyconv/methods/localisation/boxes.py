@@ -18,6 +18,7 @@ written with 0-based inclusive indices.
 
 from __future__ import annotations
 
+import math
 import os
 import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
@@ -75,9 +76,12 @@ def _number(node, tag, where):
     if child is None or child.text is None:
         raise DataError(f"{where}: <{tag}> is missing")
     try:
-        return float(child.text.strip())
+        value = float(child.text.strip())
     except ValueError:
         raise DataError(f"{where}: <{tag}> is {child.text.strip()!r}, not a number") from None
+    if not math.isfinite(value):  # "inf", "nan", "1e400" parse as floats but are no coordinate or size
+        raise DataError(f"{where}: <{tag}> is {child.text.strip()!r}, not a finite number")
+    return value
 
 
 def read_voc_xml(path, origin: int = 1, skip_difficult: bool = False) -> Annotation:
