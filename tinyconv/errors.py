@@ -41,3 +41,10 @@ class OutputError(TinyconvError, ValueError):
 
 class NumericalError(TinyconvError, ArithmeticError):
     """Weights or scores that are not finite (NaN, infinite, or overflowing the dtype)."""
+
+
+import argparse as _argparse  # noqa: E402  (appended here to keep merges with other branches simple)
+
+
+class OptionError(ArgumentError, _argparse.ArgumentTypeError):
+    """A command-line option value out of range (argparse shows its message, naming the option)."""

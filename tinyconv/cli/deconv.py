@@ -16,7 +16,7 @@ from ..errors import TargetError
 from ..methods.deconvnet import resolve_layer
 from ..pictures.demo import comparison_figures, load_net, parse_target, unique_stems, unit_figures
 from ..pictures.imaging import preprocess, write_files
-from ._common import add_device_option, add_weights_option
+from ._common import add_device_option, add_weights_option, nonnegative_int, output_path
 
 
 def register(subparsers) -> None:
@@ -30,14 +30,16 @@ def register(subparsers) -> None:
     add_weights_option(p)
     p.add_argument("--target", metavar="C", help="class index or name (default: the top class)")
     p.add_argument("--layer", metavar="L", help="reconstruct from this layer (name or index) instead")
-    p.add_argument("--unit", type=int, metavar="U", help="feature map / unit of --layer (default: strongest)")
+    p.add_argument(
+        "--unit", type=nonnegative_int, metavar="U", help="feature map / unit of --layer (default: strongest)"
+    )
     p.add_argument(
         "--keep",
         choices=("map", "max"),
         default="map",
         help="keep the whole feature map, or only its largest activation",
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_path, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from ..errors import TinyconvError
 from ..pictures.demo import load_net, parse_target, saliency_figures, unique_stems
 from ..pictures.imaging import preprocess, write_files
-from ._common import add_device_option, add_weights_option
+from ._common import add_device_option, add_weights_option, nonnegative_real, output_path, positive_int, seed
 
 
 def register(subparsers) -> None:
@@ -28,21 +28,21 @@ def register(subparsers) -> None:
     add_weights_option(p)
     p.add_argument("--target", metavar="C", help="class index or name (default: each image's top class)")
     p.add_argument("--smoothgrad", action="store_true", help="also SmoothGrad (beyond the paper)")
-    p.add_argument("--samples", type=int, default=25, help="SmoothGrad: noisy copies (default 25)")
+    p.add_argument("--samples", type=positive_int, default=25, help="SmoothGrad: noisy copies (default 25)")
     p.add_argument(
         "--sigma-fraction",
-        type=float,
+        type=nonnegative_real,
         default=0.15,
         help="SmoothGrad: noise standard deviation σ as a fraction of the input's range (default 0.15)",
     )
     p.add_argument(
         "--sigma",
-        type=float,
+        type=nonnegative_real,
         default=None,
         help="SmoothGrad: noise standard deviation σ in network-input units (overrides --sigma-fraction)",
     )
-    p.add_argument("--seed", type=int, default=0, help="SmoothGrad: noise seed (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--seed", type=seed, default=0, help="SmoothGrad: noise seed (default 0)")
+    p.add_argument("-o", "--output", required=True, type=output_path, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.backend import get_array_module, synchronize, to_device, to_numpy
+from ..files import write_text
 
 # multiple of one forward pass's FLOPs that each kind of work costs
 WORK_FLOPS = {"forward": 1, "saliency": 2, "classviz": 2, "backward": 3, "train": 3}
@@ -647,8 +648,7 @@ def main_args(args) -> int:
     )
     print(format_table(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_text(args.json, json.dumps(report, indent=1))
         print(f"wrote {args.json}")
     return 0
 
