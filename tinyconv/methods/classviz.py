@@ -30,6 +30,7 @@ from ..engine.backend import get_array_module, to_numpy
 from ..errors import TargetError
 from ..pictures.imaging import deprocess
 from ..progress import Progress
+from .checks import check_scores
 from .saliency import inference_mode, resolve_targets
 
 __all__ = ["ClassModel", "class_model", "class_models", "OBJECTIVES"]
@@ -250,6 +251,8 @@ def class_models(
         for step in range(steps):
             shift = tuple(int(v) for v in rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
             scores = net.forward(xp.roll(x, shift, axis=(2, 3)) if jitter else x)  # (B, K)
+            if step == 0:
+                check_scores(net, x, scores)
             if not jitter:
                 record(scores)
             # ∂S_c/∂S = e_c;  ∂ log P_c/∂S = e_c − softmax(S)

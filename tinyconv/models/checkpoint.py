@@ -31,7 +31,7 @@ import numpy as np
 
 from ..engine.layers import Conv2d, Linear
 from ..engine.network import Sequential
-from ..errors import WeightsError
+from ..errors import ArgumentError, WeightsError
 from . import registry as models
 from .native import sha256
 from .safetensors import is_safetensors, read_safetensors
@@ -64,6 +64,7 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=BN_EPS):
     -> (W', b') with W'[f] = W[f]·s[f], b'[f] = (b[f] − μ[f])·s[f] + β[f],
     s = γ / √(σ² + ε); computed in float64, returned in ``weight``'s dtype.
     """
+    _check_eps(eps)
     dtype = weight.dtype
     w64 = np.asarray(weight, dtype=np.float64)
     b64 = np.zeros(w64.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
@@ -73,7 +74,33 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=BN_EPS):
     scale = np.asarray(gamma, dtype=np.float64) / np.sqrt(var + eps)
     folded_w = w64 * scale[:, None, None, None]
     folded_b = (b64 - np.asarray(mean, dtype=np.float64)) * scale + np.asarray(beta, dtype=np.float64)
-    return folded_w.astype(dtype), folded_b.astype(dtype)
+    folded_w, folded_b = folded_w.astype(dtype), folded_b.astype(dtype)
+    if not (np.isfinite(folded_w).all() and np.isfinite(folded_b).all()):
+        raise WeightsError(f"folding BatchNorm (eps={eps}) gives weights that are not finite in {dtype}")
+    return folded_w, folded_b
+
+
+def _check_eps(eps) -> None:
+    """BatchNorm's eps must be a finite number > 0 (0 divides by a zero variance)."""
+    try:
+        ok = np.isfinite(float(eps)) and float(eps) > 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise ArgumentError(f"bn_eps must be a finite number > 0, got {eps!r}")
+
+
+def _check_dtype(dtype):
+    """None, or a floating dtype (an integer or bool cast would truncate every weight)."""
+    if dtype is None:
+        return None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise ArgumentError(f"dtype {dtype!r} is not a NumPy dtype") from None
+    if resolved.kind != "f" or resolved.itemsize not in (4, 8):
+        raise ArgumentError(f"dtype must be float32 or float64, got {dtype!r}")
+    return resolved
 
 
 def _timm_to_torchvision(state: dict) -> dict:
@@ -133,6 +160,8 @@ def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps:
                        where: str = "checkpoint") -> Sequential:  # fmt: skip
     """Build ``arch`` and fill it from a name -> Tensor mapping (see ``load_checkpoint``)."""
     arch = models.check_arch(arch)
+    dtype = _check_dtype(dtype)
+    _check_eps(bn_eps)
     state = _timm_to_torchvision(state)
     head_key = "classifier.6.weight" if arch != "mnist-cnn" else "fc_layers.2.weight"
     num_classes = None
@@ -168,10 +197,13 @@ def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps:
                     mismatched.append(f"{name}.{leaf} is {value.shape}, expected ({conv.out_channels},)")
                 stats[leaf] = value
             if conv is not None and not mismatched:
-                w, b = fold_batchnorm(
-                    conv.params["weight"], conv.params.get("bias"), stats["weight"], stats["bias"],
-                    stats["running_mean"], stats["running_var"], bn_eps,
-                )  # fmt: skip
+                try:
+                    w, b = fold_batchnorm(
+                        conv.params["weight"], conv.params.get("bias"), stats["weight"], stats["bias"],
+                        stats["running_mean"], stats["running_var"], bn_eps,
+                    )  # fmt: skip
+                except WeightsError as exc:
+                    raise WeightsError(f"{where}: layer {name!r}: {exc}") from None
                 conv.params = {"weight": w, "bias": b}
                 conv.grads = {k: np.zeros(v.shape, v.dtype) for k, v in conv.params.items()}
             continue
@@ -230,6 +262,8 @@ def load_checkpoint(path, arch: str | None = None, classes=None, dtype=None, bn_
     The result's ``meta`` records the source file name, its sha256, the
     architecture and the licence if given.
     """
+    _check_dtype(dtype)
+    _check_eps(bn_eps)
     state, metadata = read_tensors(path)
     where = str(path)
     if arch is None:

@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageEr
 
 from ..engine.backend import to_device, to_numpy
 from ..errors import DataError, ShapeError
+from ..files import check_output_folder, install
 
 __all__ = [
     "COLORMAPS",
@@ -455,7 +456,7 @@ def write_files(outdir, files: dict, metadata: dict | None = None) -> list[Path]
     files: name -> PIL image / uint8 array (saved as PNG, with ``metadata``
     in its text chunks when the name is in ``metadata``), str (text) or bytes.
     """
-    outdir = Path(outdir)
+    outdir = check_output_folder(outdir)  # empty, under a regular file: one-line error naming it
     parent = outdir.resolve().parent
     if outdir.exists() and not outdir.is_dir():
         raise DataError(f"output {str(outdir)!r} exists and is not a folder")
@@ -480,7 +481,7 @@ def write_files(outdir, files: dict, metadata: dict | None = None) -> list[Path]
         for name in files:
             dest = outdir / name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / name, dest)
+            install(tmp / name, dest)  # fsync, then rename (a symlink at dest is replaced, not followed)
             written.append(dest)
         return written
     finally:
