@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import os
 
-from ..errors import OptionError
+from ..errors import OptionError, OutputError
+from ..files import check_output, check_output_folder
 
 #: the largest seed accepted (NumPy's generators take any non-negative int; this keeps it a uint64)
 MAX_SEED = 2**63 - 1
@@ -115,8 +116,21 @@ def existing_folder(text: str) -> str:
     return text
 
 
-def output_path(text: str) -> str:
-    """argparse ``type=``: a non-empty output path (checked further before writing)."""
-    if not text.strip():
-        raise OptionError("the output path is empty")
+def output_file(text: str) -> str:
+    """argparse ``type=``: a file that can be written: not empty, not a folder,
+    not under a regular file (``tinyconv.files.check_output``), so that a bad
+    ``-o`` is refused before any work."""
+    try:
+        check_output(text, what="file")
+    except OutputError as exc:
+        raise OptionError(str(exc)) from None
+    return text
+
+
+def output_folder(text: str) -> str:
+    """argparse ``type=``: a folder that can hold the outputs (it may not exist yet)."""
+    try:
+        check_output_folder(text, what="folder")
+    except OutputError as exc:
+        raise OptionError(str(exc)) from None
     return text

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from ..files import check_output
 from ..tools import bench
-from ._common import output_path, positive_int, retype
+from ._common import output_file, positive_int, retype
 
 
 def register(subparsers) -> None:
@@ -25,7 +25,7 @@ def register(subparsers) -> None:
         "each side in a child process.",
     )
     bench.add_arguments(p)
-    retype(p, reps=positive_int, threads=positive_int, json=output_path)
+    retype(p, reps=positive_int, threads=positive_int, json=output_file)
     p.set_defaults(func=run)
 
 

@@ -20,7 +20,7 @@ from ._common import (
     add_weights_option,
     nonnegative_int,
     nonnegative_real,
-    output_path,
+    output_folder,
     positive_real,
     seed,
 )
@@ -62,7 +62,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--blur-sigma", type=positive_real, default=0.5, help="beyond the paper: blur σ in pixels")
     p.add_argument("--clip", action="store_true", help="beyond the paper: keep pixels in [0, 255]")
-    p.add_argument("-o", "--output", required=True, type=output_path, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_folder, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -20,7 +20,7 @@ from ..files import check_output
 from ..models import registry as models
 from ..models.checkpoint import BN_EPS, load_checkpoint
 from ..models.native import is_native, load, save, sha256
-from ._common import existing_file, output_path, positive_real, real
+from ._common import existing_file, output_file, positive_real, real
 
 
 def register(subparsers) -> None:
@@ -38,7 +38,7 @@ def register(subparsers) -> None:
         "-o",
         "--output",
         required=True,
-        type=output_path,
+        type=output_file,
         metavar="OUT.npz",
         help="where to write the network",
     )

@@ -16,7 +16,7 @@ from ..errors import TargetError
 from ..methods.deconvnet import resolve_layer
 from ..pictures.demo import comparison_figures, load_net, parse_target, unique_stems, unit_figures
 from ..pictures.imaging import preprocess, write_files
-from ._common import add_device_option, add_weights_option, nonnegative_int, output_path
+from ._common import add_device_option, add_weights_option, nonnegative_int, output_folder
 
 
 def register(subparsers) -> None:
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
         default="map",
         help="keep the whole feature map, or only its largest activation",
     )
-    p.add_argument("-o", "--output", required=True, type=output_path, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_folder, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

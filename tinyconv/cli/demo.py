@@ -11,7 +11,7 @@ class and the gradient / DeconvNet / guided comparison, plus an
 from __future__ import annotations
 
 from ..pictures.demo import run_demo
-from ._common import add_device_option, existing_folder, output_path, positive_int
+from ._common import add_device_option, existing_folder, output_folder, positive_int
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
         "-o",
         "--output",
         default="demo-out",
-        type=output_path,
+        type=output_folder,
         metavar="DIR",
         help="output folder (default demo-out)",
     )

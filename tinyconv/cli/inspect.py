@@ -18,7 +18,7 @@ import numpy as np
 from ..engine.backend import to_device
 from ..errors import TinyconvError
 from ..files import check_output, write_text
-from ._common import add_device_option, add_weights_option, output_path, positive_int
+from ._common import add_device_option, add_weights_option, output_file, positive_int
 
 
 def register(subparsers) -> None:
@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--reps", type=positive_int, default=3, help="timed runs after a warm-up (default 3)")
     p.add_argument("--param-grads", action="store_true", help="also compute parameter gradients in backward")
-    p.add_argument("--json", type=output_path, metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--json", type=output_file, metavar="FILE", help="also write the rows as JSON")
     add_device_option(p)
     p.set_defaults(func=run)
 

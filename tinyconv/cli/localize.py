@@ -32,7 +32,7 @@ from ._common import (
     existing_folder,
     nonnegative_int,
     nonnegative_real,
-    output_path,
+    output_folder,
     positive_int,
     probability,
 )
@@ -60,7 +60,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--origin", type=int, choices=(0, 1), default=1, help="XML coordinate origin (VOC: 1)")
     p.add_argument(
-        "-o", "--output", type=output_path, metavar="DIR", default="localize-out", help="output folder"
+        "-o", "--output", type=output_folder, metavar="DIR", default="localize-out", help="output folder"
     )
     p.add_argument(
         "--target", type=nonnegative_int, default=None, help="class index (default: the top class)"

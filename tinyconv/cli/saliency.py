@@ -14,7 +14,14 @@ from __future__ import annotations
 from ..errors import TinyconvError
 from ..pictures.demo import load_net, parse_target, saliency_figures, unique_stems
 from ..pictures.imaging import preprocess, write_files
-from ._common import add_device_option, add_weights_option, nonnegative_real, output_path, positive_int, seed
+from ._common import (
+    add_device_option,
+    add_weights_option,
+    nonnegative_real,
+    output_folder,
+    positive_int,
+    seed,
+)
 
 
 def register(subparsers) -> None:
@@ -42,7 +49,7 @@ def register(subparsers) -> None:
         help="SmoothGrad: noise standard deviation σ in network-input units (overrides --sigma-fraction)",
     )
     p.add_argument("--seed", type=seed, default=0, help="SmoothGrad: noise seed (default 0)")
-    p.add_argument("-o", "--output", required=True, type=output_path, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_folder, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from ._common import output_path
+from ._common import output_folder
 
 
 def register(subparsers) -> None:
@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("step", nargs="?", metavar="N", help="the step to run (a number, or 'all')")
     p.add_argument(
-        "-o", "--output", type=output_path, metavar="DIR", help="folder for the pictures (default: here)"
+        "-o", "--output", type=output_folder, metavar="DIR", help="folder for the pictures (default: here)"
     )
     p.add_argument("--source", action="store_true", help="print the script instead of running it")
     p.set_defaults(func=run)

@@ -17,7 +17,7 @@ from ._common import (
     add_device_option,
     add_weights_option,
     nonnegative_real,
-    output_path,
+    output_file,
     positive_int,
     positive_real,
     real,
@@ -49,7 +49,7 @@ def register(subparsers) -> None:
     p.add_argument("--resume", metavar="CKPT", help="continue the run saved in this checkpoint")
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint written after every epoch "
                    "(default: OUTPUT with .ckpt.npz)")
-    p.add_argument("-o", "--output", type=output_path, metavar="FILE",
+    p.add_argument("-o", "--output", type=output_file, metavar="FILE",
                    help="where to write the trained network (.npz)")
     p.add_argument("--evaluate", metavar="FILE", help="only measure FILE's accuracy on the test split")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
