@@ -647,7 +647,8 @@ def test_hostile_files_are_refused_in_one_line(hostile_results, kind):
     print(f"{kind}: {len(mine)} hostile files; worst peak growth {worst['peak_growth'] / 2**20:.1f} MiB "
           f"({worst['name']}), slowest {slowest['seconds']:.2f} s ({slowest['name']})")  # fmt: skip
     for r in sorted((results[c["name"]] for c in mine), key=lambda r: -r["peak_growth"])[:4]:
-        print(f"  {r['name']}: {r['outcome']}, peak +{r['peak_growth'] / 2**20:.1f} MiB, {r['seconds']:.2f} s")
+        peak = r["peak_growth"] / 2**20
+        print(f"  {r['name']}: {r['outcome']}, peak +{peak:.1f} MiB, {r['seconds']:.2f} s")
 
 
 def test_build_cannot_steer_later_loads_in_process(folder, good_files):
