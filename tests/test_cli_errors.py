@@ -394,11 +394,22 @@ def test_api_arguments_are_tinyconv_errors_naming_them(files):
             tc.smoothgrad(net, x, **kwargs)
 
 
-@pytest.mark.parametrize("dtype", ["int8", "uint8", "bool", "float16", "complex64", "nonsense"])
-def test_load_checkpoint_casts_only_to_float32_or_float64(files, dtype):
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "bool", "complex64", "float128", "nonsense"])
+def test_load_checkpoint_casts_only_to_floats(files, dtype):
     with pytest.raises(ArgumentError, match="dtype"):
         tc.load_checkpoint(files / "mnist.safetensors", dtype=dtype)
     assert tc.load_checkpoint(files / "mnist.safetensors", dtype="float64").dtype == np.float64
+
+
+def test_weights_beyond_the_cast_dtype_name_the_tensor(tmp_path, rng):
+    from test_checkpoint import random_state, write_safetensors
+
+    state = random_state("mnist-cnn", rng)
+    state["fc_layers.0.weight"] = state["fc_layers.0.weight"].astype(np.float64)
+    state["fc_layers.0.weight"][0, 0] = 1e300
+    write_safetensors(tmp_path / "big.safetensors", state)
+    with pytest.raises(TinyconvError, match=r"'fc_layers\.0\.weight' has values beyond the range of float32"):
+        tc.load_checkpoint(tmp_path / "big.safetensors", dtype="float32")
 
 
 def test_batchnorm_folding_refuses_bad_eps_before_writing():

@@ -98,8 +98,8 @@ def _check_dtype(dtype):
         resolved = np.dtype(dtype)
     except TypeError:
         raise ArgumentError(f"dtype {dtype!r} is not a NumPy dtype") from None
-    if resolved.kind != "f" or resolved.itemsize not in (4, 8):
-        raise ArgumentError(f"dtype must be float32 or float64, got {dtype!r}")
+    if resolved.kind != "f" or resolved.itemsize not in (2, 4, 8):
+        raise ArgumentError(f"dtype must be a floating dtype (float16, float32, float64), got {dtype!r}")
     return resolved
 
 
@@ -141,6 +141,8 @@ def _float(tensor: Tensor, key: str, dtype) -> np.ndarray:
     elif array.dtype != np.float64:
         array = array.astype(np.float32, copy=False)  # half / bfloat16 widened: tinyconv computes in float32
     if not np.isfinite(array).all():
+        if np.isfinite(tensor.numpy()).all():
+            raise WeightsError(f"tensor {key!r} has values beyond the range of {array.dtype}")
         raise WeightsError(f"tensor {key!r} contains NaN or infinite values")
     return np.ascontiguousarray(array)
 
