@@ -35,12 +35,15 @@ def add_weights_option(parser, required: bool = False, default=None) -> None:
 
 
 def _range_text(low, high, low_open, high_open) -> str:
+    def show(v):
+        return str(v) if isinstance(v, int) else f"{v:g}"
+
     if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{show(low)}, {show(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {show(low)}"
     if high is not None:
-        return f"{'<' if high_open else '<='} {high:g}"
+        return f"{'<' if high_open else '<='} {show(high)}"
     return ""
 
 
