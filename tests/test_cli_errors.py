@@ -206,7 +206,7 @@ PICTURES_CASES = {
                                                       "--bg-quantile", "0.9", "--fg-quantile", "0.2", "-o",
                                                       "{o}"], "quantile"),
     "localize VOC box with inf/nan": (["localize", "{d}/img.png", "--weights", "{d}/tiny.npz", "--boxes",
-                                       "{d}/boxes", "-o", "{o}"], "img.xml"),
+                                       "{d}/boxes", "-o", "{o}"], r"img\.xml|width|finite"),
 }  # fmt: skip
 
 
