@@ -517,3 +517,56 @@ def test_fold_into_keeps_the_geometry_and_names_a_bad_statistic(rng):
     np.testing.assert_allclose(folded.forward(x), want, rtol=1e-12, atol=1e-12)
     with pytest.raises(WeightsError, match=r"features.1.running_var is \(5,\), expected \(4,\)"):
         checkpoint.fold_into(conv, gamma, beta, mean, np.ones(5), where="features.1")
+# ----------------------------------------------------------------------------
+# issue 13: the reader's own pickle machine, against PyTorch's files
+
+
+def test_small_broadcast_tensors_load_and_big_ones_are_refused(tmp_path, torch):
+    state = {"row": torch.arange(3.0).expand(4, 3), "scalar": torch.tensor(2.0).expand(5)}
+    torch.save(state, tmp_path / "e.pth")
+    read = tensors(read_pth(tmp_path / "e.pth"))
+    for key, value in state.items():
+        np.testing.assert_array_equal(read[key].numpy(), value.numpy())
+    torch.save({"big": torch.zeros(1).expand(2**21)}, tmp_path / "big.pth")  # 8 MiB from 4 bytes
+    with pytest.raises(WeightsError, match="stride 0 or overlapping"):
+        read_pth(tmp_path / "big.pth")
+
+
+def test_state_dict_metadata_and_shared_tensors_read_like_torch(tmp_path, torch):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    sd = model.state_dict()
+    assert hasattr(sd, "_metadata")  # torch pickles it with BUILD on the OrderedDict
+    w = torch.randn(3, 4)
+    sd["tied"] = w
+    sd["tied_again"] = w
+    torch.save(sd, tmp_path / "m.pth")
+    read = tensors(read_pth(tmp_path / "m.pth"))
+    for key, value in sd.items():
+        np.testing.assert_array_equal(read[key].numpy(), value.numpy(), err_msg=key)
+    assert read["tied"] is read["tied_again"]  # the memo: one tensor, as in torch
+
+
+def test_every_load_makes_its_own_stand_ins(tmp_path):
+    """Nothing one pickle gets from the allow-list is shared with another load."""
+    from tinyconv.models.torchfile import RestrictedUnpickler
+
+    a = RestrictedUnpickler(b"", lambda *a: None)
+    b = RestrictedUnpickler(b"", lambda *a: None)
+    for key, value in a._globals.items():
+        assert value is not b._globals[key], key
+
+
+def test_safetensors_duplicate_keys_and_trailing_bytes_are_refused(tmp_path):
+    arrays = {"a": np.arange(6, dtype=np.float32)}
+    write_safetensors(tmp_path / "ok.safetensors", arrays)
+    data = (tmp_path / "ok.safetensors").read_bytes()
+    (tmp_path / "tail.safetensors").write_bytes(data + b"\0")
+    with pytest.raises(WeightsError, match="trailing bytes"):
+        read_safetensors(tmp_path / "tail.safetensors")
+    n = struct.unpack("<Q", data[:8])[0]
+    header = data[8 : 8 + n].decode().rstrip()
+    twice = header[:-1] + ', "a": {"dtype": "F32", "shape": [6], "data_offsets": [0, 24]}}'
+    twice = twice.encode() + b" " * (-len(twice) % 8)
+    (tmp_path / "dup.safetensors").write_bytes(struct.pack("<Q", len(twice)) + twice + data[8 + n :])
+    with pytest.raises(WeightsError, match="names 'a' twice"):
+        read_safetensors(tmp_path / "dup.safetensors")

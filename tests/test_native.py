@@ -282,3 +282,67 @@ def test_fuzzed_descriptions_load_or_fail_cleanly(valid_bytes, tmp_path_factory,
     except TinyconvError:
         return
     assert isinstance(net, tc.Sequential)
+
+
+# ----------------------------------------------------------------------------
+# the reader reads the archive itself (issue 13): deflated and Fortran-order arrays still load,
+# headers are compared before data, saves are atomic
+
+
+def test_deflated_and_fortran_order_arrays_load_exactly(tmp_path):
+    net = small_net()
+    net.save(tmp_path / "n.npz")
+    entries = npz_entries(tmp_path / "n.npz")
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.asfortranarray(net["conv"].params["weight"]))
+    entries["conv.weight.npy"] = buf.getvalue()
+    with zipfile.ZipFile(tmp_path / "d.npz", "w", zipfile.ZIP_DEFLATED) as z:  # as np.savez_compressed
+        for name, data in entries.items():
+            z.writestr(name, data)
+    back = tc.load(tmp_path / "d.npz")
+    for p, q in zip(net.parameters(), back.parameters(), strict=True):
+        np.testing.assert_array_equal(p.value, q.value)
+        assert q.value.flags.c_contiguous
+    assert tc.models.native.loads((tmp_path / "d.npz").read_bytes())["fc"].params["bias"].shape == (4,)
+
+
+def test_header_is_compared_before_the_data_is_read(tmp_path, monkeypatch):
+    """A header that disagrees with the description is refused without reading its data."""
+    path = tmp_path / "n.npz"
+    small_net().save(path)
+    entries = npz_entries(path)
+    entries["fc.bias.npy"] = np.lib.format.magic(1, 0) + entries["fc.bias.npy"][8:].replace(b"(4,)", b"(9,)")
+    write_entries(path, entries)
+    reads = []
+    original = tio._NpzArchive.read
+
+    def spy(self, key, check=None):
+        reads.append(key)
+        return original(self, key, check)
+
+    monkeypatch.setattr(tio._NpzArchive, "read", spy)
+    with pytest.raises(WeightsError, match=r"'fc\.bias' has shape \(9,\).*needs \(4,\)"):
+        tc.load(path)
+    assert reads[-1] == "fc.bias"
+
+
+def test_foreign_files_never_suggest_allow_pickle(tmp_path):
+    import pickle
+
+    (tmp_path / "p.npz").write_bytes(pickle.dumps({"a": 1}))
+    (tmp_path / "i.npz").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(40))
+    (tmp_path / "s.npz").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}" + b" " * 14)
+    for name in ("p.npz", "i.npz", "s.npz"):
+        with pytest.raises(WeightsError) as info:
+            tc.load(tmp_path / name)
+        assert "allow_pickle" not in str(info.value) and name in str(info.value)
+
+
+def test_save_writes_a_fresh_temporary_and_leaves_none(tmp_path):
+    (tmp_path / "n.npz.part").write_text("a stale temporary of an old version")
+    small_net().save(tmp_path / "n.npz")
+    small_net(seed=1).save(tmp_path / "n.npz")  # replaces the first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["n.npz", "n.npz.part"]
+    assert (tmp_path / "n.npz.part").read_text().startswith("a stale")
+    back = tc.load(tmp_path / "n.npz")
+    np.testing.assert_array_equal(back["fc"].params["weight"], small_net(seed=1)["fc"].params["weight"])

@@ -10,7 +10,9 @@ line measures.
 
 from __future__ import annotations
 
+from ..files import check_output
 from ..tools import bench
+from ._common import output_file, positive_int, retype
 
 
 def register(subparsers) -> None:
@@ -23,8 +25,11 @@ def register(subparsers) -> None:
         "each side in a child process.",
     )
     bench.add_arguments(p)
+    retype(p, reps=positive_int, threads=positive_int, json=output_file)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    if args.json:
+        check_output(args.json, what="--json file")
     return bench.main_args(args)

@@ -16,7 +16,15 @@ from ..methods.classviz import DEFAULTS, OBJECTIVES
 from ..pictures.demo import load_net, parse_target
 from ..pictures.figures import classviz_figures
 from ..pictures.imaging import write_files
-from ._common import add_device_option, add_weights_option
+from ._common import (
+    add_device_option,
+    add_weights_option,
+    nonnegative_int,
+    nonnegative_real,
+    output_folder,
+    positive_real,
+    seed,
+)
 
 
 def register(subparsers) -> None:
@@ -29,22 +37,33 @@ def register(subparsers) -> None:
     add_weights_option(p)
     p.add_argument("--target", required=True, metavar="C", help="class index or name, or 'all'")
     p.add_argument(
-        "--steps", type=int, default=DEFAULTS["steps"], help=f"ascent steps (default {DEFAULTS['steps']})"
+        "--steps",
+        type=nonnegative_int,
+        default=DEFAULTS["steps"],
+        help=f"ascent steps (default {DEFAULTS['steps']})",
     )
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help=f"step size (default {DEFAULTS['lr']})")
-    p.add_argument("--l2", type=float, default=DEFAULTS["l2"], help=f"λ of λ‖I‖² (default {DEFAULTS['l2']})")
+    p.add_argument(
+        "--lr", type=positive_real, default=DEFAULTS["lr"], help=f"step size (default {DEFAULTS['lr']})"
+    )
+    p.add_argument(
+        "--l2", type=nonnegative_real, default=DEFAULTS["l2"], help=f"λ of λ‖I‖² (default {DEFAULTS['l2']})"
+    )
     p.add_argument(
         "--objective",
         choices=OBJECTIVES,
         default="score",
         help="'score' maximises S_c (the paper's), 'softmax' log P_c",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed, recorded with each image (default 0)")
-    p.add_argument("--jitter", type=int, default=0, help="beyond the paper: random shifts of up to N pixels")
-    p.add_argument("--blur-every", type=int, default=0, help="beyond the paper: Gaussian blur every N steps")
-    p.add_argument("--blur-sigma", type=float, default=0.5, help="beyond the paper: blur σ in pixels")
+    p.add_argument("--seed", type=seed, default=0, help="seed, recorded with each image (default 0)")
+    p.add_argument(
+        "--jitter", type=nonnegative_int, default=0, help="beyond the paper: random shifts of up to N pixels"
+    )
+    p.add_argument(
+        "--blur-every", type=nonnegative_int, default=0, help="beyond the paper: Gaussian blur every N steps"
+    )
+    p.add_argument("--blur-sigma", type=positive_real, default=0.5, help="beyond the paper: blur σ in pixels")
     p.add_argument("--clip", action="store_true", help="beyond the paper: keep pixels in [0, 255]")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_folder, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -16,9 +16,11 @@ import numpy as np
 
 from .. import __version__
 from ..errors import OptionError, WeightsError
+from ..files import check_output
 from ..models import registry as models
 from ..models.checkpoint import BN_EPS, load_checkpoint
 from ..models.native import is_native, load, save, sha256
+from ._common import existing_file, output_file, positive_real, real
 
 
 def register(subparsers) -> None:
@@ -32,7 +34,14 @@ def register(subparsers) -> None:
     p.add_argument(
         "source", metavar="SRC", help="the checkpoint (.pth, .pt, .safetensors, .onnx, or a tinyconv .npz)"
     )
-    p.add_argument("-o", "--output", required=True, metavar="OUT.npz", help="where to write the network")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=output_file,
+        metavar="OUT.npz",
+        help="where to write the network",
+    )
     p.add_argument(
         "--arch",
         choices=models.ARCHS,
@@ -40,25 +49,36 @@ def register(subparsers) -> None:
         help="architecture (default: guessed from the key names)",
     )
     p.add_argument(
-        "--classes", metavar="FILE", help="class names, one per line (blank and '#' lines skipped)"
+        "--classes",
+        type=existing_file,
+        metavar="FILE",
+        help="class names, one per line (blank and '#' lines skipped)",
     )
     p.add_argument(
-        "--mean", type=float, nargs="+", metavar="M", help="input mean per channel, in [0, 1] units"
+        "--mean", type=real(), nargs="+", metavar="M", help="input mean per channel, in [0, 1] units"
     )
-    p.add_argument("--std", type=float, nargs="+", metavar="S", help="input std per channel, in [0, 1] units")
+    p.add_argument(
+        "--std", type=positive_real, nargs="+", metavar="S", help="input std per channel, in [0, 1] units"
+    )
     p.add_argument(
         "--licence", "--license", dest="licence", help="licence of the weights, stored in the file"
     )
     p.add_argument("--dtype", choices=("float32", "float64"), default=None, help="cast the weights")
     p.add_argument(
-        "--bn-eps", type=float, default=BN_EPS, help=f"BatchNorm epsilon to fold (default {BN_EPS})"
+        "--bn-eps", type=positive_real, default=BN_EPS, help=f"BatchNorm epsilon to fold (default {BN_EPS})"
     )
     p.set_defaults(func=run)
 
 
 def read_classes(path) -> list[str]:
     """Class names from a text file: one per line, blank lines and '#' comments skipped."""
-    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    raw = Path(path).read_bytes()
+    try:
+        if b"\0" in raw:
+            raise UnicodeDecodeError("utf-8", raw, raw.index(b"\0"), raw.index(b"\0") + 1, "NUL byte")
+        lines = raw.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise WeightsError(f"{path} is not a UTF-8 text file of class names (byte {exc.start})") from None
     names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
     if not names:
         raise WeightsError(f"{path} holds no class names")
@@ -68,7 +88,8 @@ def read_classes(path) -> list[str]:
 def run(args) -> int:
     source = Path(args.source)
     if not source.is_file():
-        raise FileNotFoundError(f"no such checkpoint: {source}")
+        raise WeightsError(f"no such checkpoint: {str(source)!r}")
+    out = check_output(args.output, [source, args.classes], "output")
     classes = read_classes(args.classes) if args.classes else None
     if source.suffix.lower() == ".onnx":  # a chain graph; see tinyconv.models.onnxfile
         from ..models.onnxfile import load_onnx
@@ -84,6 +105,9 @@ def run(args) -> int:
         net = load(source)
         if args.dtype:
             net.astype(args.dtype)
+            for p in net.parameters():  # float64 values beyond float32's range become inf
+                if not np.isfinite(p.value).all():
+                    raise WeightsError(f"{p.name} does not fit in {args.dtype}: some values overflow it")
         if classes is not None:
             if len(classes) != net.num_classes:
                 raise WeightsError(
@@ -106,7 +130,6 @@ def run(args) -> int:
     if args.licence:
         net.meta["licence"] = args.licence
     net.meta["converted_by"] = f"tinyconv {__version__} (tinyconv convert)"
-    out = Path(args.output)
     if out.parent and not out.parent.exists():
         out.parent.mkdir(parents=True)
     save(net, out)

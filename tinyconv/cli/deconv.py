@@ -17,7 +17,7 @@ from ..methods.deconvnet import resolve_layer
 from ..pictures.demo import load_net, parse_target
 from ..pictures.figures import comparison_figures, unit_figures
 from ..pictures.imaging import preprocess, unique_stems, write_files
-from ._common import add_device_option, add_weights_option
+from ._common import add_device_option, add_weights_option, nonnegative_int, output_folder
 
 
 def register(subparsers) -> None:
@@ -31,14 +31,16 @@ def register(subparsers) -> None:
     add_weights_option(p)
     p.add_argument("--target", metavar="C", help="class index or name (default: the top class)")
     p.add_argument("--layer", metavar="L", help="reconstruct from this layer (name or index) instead")
-    p.add_argument("--unit", type=int, metavar="U", help="feature map / unit of --layer (default: strongest)")
+    p.add_argument(
+        "--unit", type=nonnegative_int, metavar="U", help="feature map / unit of --layer (default: strongest)"
+    )
     p.add_argument(
         "--keep",
         choices=("map", "max"),
         default="map",
         help="keep the whole feature map, or only its largest activation",
     )
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("-o", "--output", required=True, type=output_folder, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -11,7 +11,7 @@ class and the gradient / DeconvNet / guided comparison, plus an
 from __future__ import annotations
 
 from ..pictures.demo import run_demo
-from ._common import add_device_option
+from ._common import add_device_option, existing_folder, output_folder, positive_int
 
 
 def register(subparsers) -> None:
@@ -21,15 +21,23 @@ def register(subparsers) -> None:
         description="Run the paper's methods on every bundled network and write PNGs and index.html.",
     )
     p.add_argument(
-        "-o", "--output", default="demo-out", metavar="DIR", help="output folder (default demo-out)"
+        "-o",
+        "--output",
+        default="demo-out",
+        type=output_folder,
+        metavar="DIR",
+        help="output folder (default demo-out)",
     )
     p.add_argument(
         "--weights",
         metavar="DIR",
+        type=existing_folder,
         default=None,
         help="folder of .npz networks to use (default: the repository's weights/)",
     )
-    p.add_argument("--images-per-net", type=int, default=10, help="example images per network (default 10)")
+    p.add_argument(
+        "--images-per-net", type=positive_int, default=10, help="example images per network (default 10)"
+    )
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -17,11 +17,12 @@ import numpy as np
 
 from ..engine.backend import to_device
 from ..errors import OptionError
+from ..files import check_output, write_text
 from ..models.registry import build
 from ..pictures.demo import load_net, parse_target
 from ..pictures.imaging import preprocess
 from ..tools.layer_table import format_layer_table, layer_table
-from ._common import add_device_option, add_weights_option
+from ._common import add_device_option, add_weights_option, output_file, positive_int
 
 
 def register(subparsers) -> None:
@@ -37,10 +38,12 @@ def register(subparsers) -> None:
     add_weights_option(p)
     p.add_argument("--arch", help="instead of --weights: a freshly initialised architecture (e.g. vgg16)")
     p.add_argument("--target", metavar="C", help="class index or name (default: the top class)")
-    p.add_argument("--batch", type=int, default=1, help="copies of the input in the batch (default 1)")
-    p.add_argument("--reps", type=int, default=3, help="timed runs after a warm-up (default 3)")
+    p.add_argument(
+        "--batch", type=positive_int, default=1, help="copies of the input in the batch (default 1)"
+    )
+    p.add_argument("--reps", type=positive_int, default=3, help="timed runs after a warm-up (default 3)")
     p.add_argument("--param-grads", action="store_true", help="also compute parameter gradients in backward")
-    p.add_argument("--json", metavar="FILE", help="also write the rows as JSON")
+    p.add_argument("--json", type=output_file, metavar="FILE", help="also write the rows as JSON")
     add_device_option(p)
     p.set_defaults(func=run)
 
@@ -56,6 +59,8 @@ def _network(args):
 def run(args) -> int:
     if args.batch < 1 or args.reps < 1:
         raise OptionError("--batch and --reps must be >= 1")
+    if args.json:
+        check_output(args.json, [args.image, args.weights], "--json file")
     net = _network(args)
     if args.image:
         x = preprocess(args.image, net)
@@ -67,7 +72,6 @@ def run(args) -> int:
     rows = layer_table(net, x, parse_target(net, args.target), args.reps, args.param_grads)
     print(format_layer_table(rows))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_text(args.json, json.dumps(rows, indent=1))
         print(f"wrote {args.json}")
     return 0

@@ -26,7 +26,16 @@ from ..methods.localisation.photos import localize_files, summarise
 from ..models.native import bundled, load, sha256
 from ..pictures.figures import benchmark_samples, localisation_pictures
 from ..pictures.imaging import unique_stems, write_files
-from ._common import add_device_option, add_weights_option
+from ._common import (
+    add_device_option,
+    add_weights_option,
+    existing_folder,
+    nonnegative_int,
+    nonnegative_real,
+    output_folder,
+    positive_int,
+    probability,
+)
 
 
 def register(subparsers) -> None:
@@ -40,24 +49,38 @@ def register(subparsers) -> None:
     p.add_argument("--benchmark", action="store_true", help="run the scene benchmark instead of IMAGEs")
     add_weights_option(p, default=None)
     p.add_argument(
-        "--boxes", metavar="DIR", help="folder of Pascal VOC / ILSVRC XML files (IMAGE stem + .xml)"
+        "--boxes",
+        type=existing_folder,
+        metavar="DIR",
+        help="folder of Pascal VOC / ILSVRC XML files (IMAGE stem + .xml)",
     )
     p.add_argument("--origin", type=int, choices=(0, 1), default=1, help="XML coordinate origin (VOC: 1)")
-    p.add_argument("-o", "--output", metavar="DIR", default="localize-out", help="output folder")
-    p.add_argument("--target", type=int, default=None, help="class index (default: the top class)")
-    p.add_argument("--fg-quantile", type=float, default=0.95, help="foreground seed quantile (0.95)")
-    p.add_argument("--bg-quantile", type=float, default=0.30, help="background seed quantile (0.30)")
-    p.add_argument("--components", type=int, default=5, help="Gaussians per colour model (5)")
-    p.add_argument("--gamma", type=float, default=50.0, help="Potts weight γ (50)")
-    p.add_argument("--scenes", type=int, default=2000, help="benchmark: test scenes (2000)")
     p.add_argument(
-        "--tune-scenes", type=int, default=500, help="benchmark: training-split scenes for baselines"
+        "-o", "--output", type=output_folder, metavar="DIR", default="localize-out", help="output folder"
     )
     p.add_argument(
-        "--tune-graphcut", type=int, default=200, help="benchmark: of those, scenes to tune GraphCut's blur"
+        "--target", type=nonnegative_int, default=None, help="class index (default: the top class)"
     )
-    p.add_argument("--smooth", type=float, default=0.0, help="IMAGE: blur σ of the saliency (0: the paper's)")
-    p.add_argument("--pictures", type=int, default=24, help="benchmark: scenes drawn in samples.png (24)")
+    p.add_argument("--fg-quantile", type=probability, default=0.95, help="foreground seed quantile (0.95)")
+    p.add_argument("--bg-quantile", type=probability, default=0.30, help="background seed quantile (0.30)")
+    p.add_argument("--components", type=positive_int, default=5, help="Gaussians per colour model (5)")
+    p.add_argument("--gamma", type=nonnegative_real, default=50.0, help="Potts weight γ (50)")
+    p.add_argument("--scenes", type=positive_int, default=2000, help="benchmark: test scenes (2000)")
+    p.add_argument(
+        "--tune-scenes", type=positive_int, default=500, help="benchmark: training-split scenes for baselines"
+    )
+    p.add_argument(
+        "--tune-graphcut",
+        type=nonnegative_int,
+        default=200,
+        help="benchmark: of those, scenes to tune GraphCut's blur",
+    )
+    p.add_argument(
+        "--smooth", type=nonnegative_real, default=0.0, help="IMAGE: blur σ of the saliency (0: the paper's)"
+    )
+    p.add_argument(
+        "--pictures", type=nonnegative_int, default=24, help="benchmark: scenes drawn in samples.png (24)"
+    )
     add_device_option(p)
     p.set_defaults(func=run)
 

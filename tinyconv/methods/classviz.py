@@ -31,6 +31,7 @@ from ..engine.functional import one_hot, softmax
 from ..errors import OptionError, TargetError
 from ..pictures.imaging import deprocess
 from ..progress import Progress
+from .checks import check_scores
 from .saliency import eval_mode, resolve_targets
 
 __all__ = ["ClassModel", "class_model", "class_models", "OBJECTIVES"]
@@ -268,6 +269,8 @@ def _ascent(net, cs, p: dict, rng, bar):
         for step in range(p["steps"]):
             shift = tuple(int(v) for v in rng.integers(-jitter, jitter + 1, size=2)) if jitter else (0, 0)
             scores = net.forward(xp.roll(x, shift, axis=(2, 3)) if jitter else x)  # (B, K)
+            if step == 0:
+                check_scores(net, x, scores)
             if not jitter:
                 history.record(scores, x)
             # ∂S_c/∂S = e_c;  ∂ log P_c/∂S = e_c − softmax(S)

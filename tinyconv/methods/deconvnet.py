@@ -55,6 +55,7 @@ from ..engine.layers import (
     ReLU,
 )
 from ..errors import OptionError, RuleError, ShapeError, TargetError
+from .checks import check_scores
 from .saliency import eval_mode, input_gradient, resolve_targets
 
 __all__ = ["deconvolve", "reconstruct", "compare", "walk_back", "resolve_layer", "RECTIFIERS"]
@@ -195,6 +196,7 @@ def reconstruct(net, x, target=None, layer=None, unit=None, keep="map", rectifie
             if unit is not None:
                 raise TargetError("unit needs a layer: give layer=NAME (or index) as well")
             scores = net.forward(x)
+            check_scores(net, x, scores)
             return walk_back(net, F.one_hot(resolve_targets(target, scores), scores), None, rectifier)
         if target is not None:
             raise TargetError("give either a class target or a layer/unit to reconstruct from, not both")

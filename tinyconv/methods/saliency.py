@@ -26,6 +26,7 @@ import numpy as np
 from ..engine.backend import get_array_module, to_numpy
 from ..engine.functional import one_hot
 from ..errors import OptionError, ShapeError, TargetError
+from .checks import check_scores
 
 __all__ = ["resolve_targets", "input_gradient", "saliency", "smoothgrad", "eval_mode", "relu_rules"]
 
@@ -59,6 +60,10 @@ def resolve_targets(target, scores) -> np.ndarray:
     if isinstance(target, (bool, np.bool_)):
         raise TargetError(f"target must be a class index, got {target!r}")
     if isinstance(target, (int, np.integer)):
+        if not 0 <= int(target) < k:  # before any int64 conversion: 2**70 must not overflow
+            raise TargetError(
+                f"target class {int(target)} is out of range: the network has {k} classes (0..{k - 1})"
+            )
         targets = np.full(n, int(target), dtype=np.int64)
     else:
         try:
@@ -71,6 +76,11 @@ def resolve_targets(target, scores) -> np.ndarray:
             raise TargetError(f"got {len(values)} targets for a batch of {n} images")
         if any(isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) for v in values):
             raise TargetError(f"targets must be class indices (ints), got {values!r}")
+        for v in values:
+            if not 0 <= int(v) < k:
+                raise TargetError(
+                    f"target class {int(v)} is out of range: the network has {k} classes (0..{k - 1})"
+                )
         targets = np.asarray(values, dtype=np.int64)
     bad = targets[(targets < 0) | (targets >= k)]
     if bad.size:
@@ -103,6 +113,7 @@ def input_gradient(net, x, target=None, rule="gradient"):
         if scores.ndim != 2:
             raise ShapeError(f"the network must output class scores (N, K), got shape {tuple(scores.shape)}")
         targets = resolve_targets(target, scores)
+        check_scores(net, x, scores)
         return net.backward(one_hot(targets, scores), param_grads=False)
 
 
@@ -120,6 +131,13 @@ def saliency(net, x, target=None, rule="gradient"):
     return reduce_channels(input_gradient(net, x, target, rule))
 
 
+def _finite_nonnegative(value) -> bool:
+    try:
+        return bool(np.isfinite(float(value))) and float(value) >= 0
+    except (TypeError, ValueError, OverflowError):
+        return False
+
+
 def smoothgrad(net, x, target=None, samples: int = 25, sigma=None, sigma_fraction: float = 0.15, seed=None):
     """SmoothGrad (beyond the paper): the mean saliency of noisy copies of x.
 
@@ -134,22 +152,24 @@ def smoothgrad(net, x, target=None, samples: int = 25, sigma=None, sigma_fractio
                     the clean image, so every copy explains the same class.
     Returns (N, H, W) on the device of ``x``.
     """
-    if int(samples) < 1:
-        raise OptionError(f"samples must be >= 1, got {samples}")
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or samples < 1:
+        raise OptionError(f"samples must be an int >= 1, got {samples!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0):
+        raise OptionError(f"seed must be None or an int >= 0, got {seed!r}")
     net.check_input(x)
     xp = get_array_module(x)
     n = x.shape[0]
     with eval_mode(net):
         targets = resolve_targets(target, net.forward(x))
     if sigma is None:
-        if not sigma_fraction >= 0:
-            raise OptionError(f"sigma_fraction must be >= 0, got {sigma_fraction}")
+        if not _finite_nonnegative(sigma_fraction):
+            raise OptionError(f"sigma_fraction must be a finite number >= 0, got {sigma_fraction!r}")
         flat = x.reshape(n, -1)
         sig = (flat.max(axis=1) - flat.min(axis=1)) * sigma_fraction  # (N,)
         sig = sig.reshape(n, 1, 1, 1)
     else:
-        if not float(sigma) >= 0:
-            raise OptionError(f"sigma must be >= 0, got {sigma}")
+        if not _finite_nonnegative(sigma):
+            raise OptionError(f"sigma must be a finite number >= 0, got {sigma!r}")
         sig = float(sigma)
     rng = np.random.default_rng(seed)
     total = xp.zeros((n, *x.shape[2:]), dtype=x.dtype)

@@ -33,7 +33,7 @@ import numpy as np
 
 from ..engine.layers import Conv2d, Linear, param_shapes
 from ..engine.network import Sequential
-from ..errors import WeightsError
+from ..errors import OptionError, WeightsError
 from . import registry as models
 from .native import sha256
 from .safetensors import is_safetensors, read_safetensors
@@ -66,6 +66,7 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=BN_EPS):
     -> (W', b') with W'[f] = W[f]·s[f], b'[f] = (b[f] − μ[f])·s[f] + β[f],
     s = γ / √(σ² + ε); computed in float64, returned in ``weight``'s dtype.
     """
+    _check_eps(eps)
     dtype = weight.dtype
     w64 = np.asarray(weight, dtype=np.float64)
     b64 = np.zeros(w64.shape[0]) if bias is None else np.asarray(bias, dtype=np.float64)
@@ -75,7 +76,33 @@ def fold_batchnorm(weight, bias, gamma, beta, mean, var, eps=BN_EPS):
     scale = np.asarray(gamma, dtype=np.float64) / np.sqrt(var + eps)
     folded_w = w64 * scale[:, None, None, None]
     folded_b = (b64 - np.asarray(mean, dtype=np.float64)) * scale + np.asarray(beta, dtype=np.float64)
-    return folded_w.astype(dtype), folded_b.astype(dtype)
+    folded_w, folded_b = folded_w.astype(dtype), folded_b.astype(dtype)
+    if not (np.isfinite(folded_w).all() and np.isfinite(folded_b).all()):
+        raise WeightsError(f"folding BatchNorm (eps={eps}) gives weights that are not finite in {dtype}")
+    return folded_w, folded_b
+
+
+def _check_eps(eps) -> None:
+    """BatchNorm's eps must be a finite number > 0 (0 divides by a zero variance)."""
+    try:
+        ok = np.isfinite(float(eps)) and float(eps) > 0
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise OptionError(f"bn_eps must be a finite number > 0, got {eps!r}")
+
+
+def _check_dtype(dtype):
+    """None, or a floating dtype (an integer or bool cast would truncate every weight)."""
+    if dtype is None:
+        return None
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise OptionError(f"dtype {dtype!r} is not a NumPy dtype") from None
+    if resolved.kind != "f" or resolved.itemsize not in (2, 4, 8):
+        raise OptionError(f"dtype must be a floating dtype (float16, float32, float64), got {dtype!r}")
+    return resolved
 
 
 def _timm_to_torchvision(state: dict) -> dict:
@@ -116,6 +143,8 @@ def _float(tensor: Tensor, key: str, dtype) -> np.ndarray:
     elif array.dtype != np.float64:
         array = array.astype(np.float32, copy=False)  # half / bfloat16 widened: tinyconv computes in float32
     if not np.isfinite(array).all():
+        if np.isfinite(tensor.numpy()).all():
+            raise WeightsError(f"tensor {key!r} has values beyond the range of {array.dtype}")
         raise WeightsError(f"tensor {key!r} contains NaN or infinite values")
     return np.ascontiguousarray(array)
 
@@ -138,7 +167,10 @@ def fold_into(conv: Conv2d, gamma, beta, mean, var, eps: float = BN_EPS, where: 
     for what, value in (("weight", gamma), ("bias", beta), ("running_mean", mean), ("running_var", var)):
         if np.shape(value) != (conv.out_channels,):
             raise WeightsError(f"{where}.{what} is {np.shape(value)}, expected ({conv.out_channels},)")
-    w, b = fold_batchnorm(conv.params["weight"], conv.params.get("bias"), gamma, beta, mean, var, eps)
+    try:
+        w, b = fold_batchnorm(conv.params["weight"], conv.params.get("bias"), gamma, beta, mean, var, eps)
+    except WeightsError as exc:
+        raise WeightsError(f"layer {where!r}: {exc}") from None
     return models.conv2d_from(w, b, conv.stride, conv.padding)
 
 
@@ -228,6 +260,8 @@ def network_from_state(state: dict, arch: str, classes=None, dtype=None, bn_eps:
                        where: str = "checkpoint") -> Sequential:  # fmt: skip
     """Build ``arch`` and fill it from a name -> Tensor mapping (see ``load_checkpoint``)."""
     arch = models.check_arch(arch)
+    dtype = _check_dtype(dtype)
+    _check_eps(bn_eps)
     state = _timm_to_torchvision(state)
     num_classes, classes = _head(state, arch, classes, where)
     _check_keys(state, arch, where)
@@ -260,6 +294,8 @@ def load_checkpoint(path, arch: str | None = None, classes=None, dtype=None, bn_
     The result's ``meta`` records the source file name, its sha256, the
     architecture and the licence if given.
     """
+    _check_dtype(dtype)
+    _check_eps(bn_eps)
     state, metadata = read_tensors(path)
     where = str(path)
     if arch is None:

@@ -31,6 +31,7 @@ from PIL import Image, ImageDraw, ImageFont, PngImagePlugin, UnidentifiedImageEr
 
 from ..engine.backend import to_device, to_numpy
 from ..errors import DataError, OptionError, ShapeError
+from ..files import check_output_folder, install
 
 __all__ = [
     "colormap",
@@ -619,7 +620,7 @@ def write_files(outdir, files: dict, metadata: dict | None = None) -> list[Path]
     A name is a relative path below ``outdir`` ("net/x.png"); one that would
     leave it ("..", absolute) is refused before anything is written.
     """
-    outdir = Path(outdir)
+    outdir = check_output_folder(outdir)  # empty, under a regular file: one-line error naming it
     parent = outdir.resolve().parent
     if outdir.exists() and not outdir.is_dir():
         raise DataError(f"output {str(outdir)!r} exists and is not a folder")
@@ -646,7 +647,7 @@ def write_files(outdir, files: dict, metadata: dict | None = None) -> list[Path]
         for name in files:
             dest = outdir / name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp / name, dest)
+            install(tmp / name, dest)  # fsync, then rename (a symlink at dest is replaced, not followed)
             written.append(dest)
         return written
     finally:

@@ -62,6 +62,7 @@ from ..engine.backend import cuda_available, get_array_module, synchronize, to_d
 from ..engine.functional import one_hot
 from ..engine.train import SGD, softmax_cross_entropy
 from ..errors import ArgumentTypeError, OptionError
+from ..files import write_text
 from ..models.registry import build
 from ..progress import Progress
 
@@ -717,8 +718,7 @@ def main_args(args) -> int:
     )
     print(format_table(report))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=1)
+        write_text(args.json, json.dumps(report, indent=1))
         print(f"wrote {args.json}")
     return 0
 
