@@ -562,3 +562,31 @@ def test_cli_saliency_method_writes_the_map_and_its_overlay(tmp_path, method):
     for name in (f"digit_{method}.png", f"digit_{method}_overlay.png"):
         with Image.open(out / name) as im:
             assert im.size == (224, 224)
+
+
+@pytest.mark.parametrize("method", ["riemann_left", "riemann_middle", "gausslegendre"])
+def test_captum_integrated_gradients_differ_only_by_its_float32_rounding(twin, method, monkeypatch):
+    # with Captum's own rounding of the nodes (float32 linspace for Riemann) and of the
+    # weights (float32), tinyconv's batched integral agrees with Captum to float64 rounding
+    from captum.attr import IntegratedGradients
+
+    torch, model, net, x, targets = twin
+    n = 20
+    exact = A.quadrature
+
+    def rounded(m, steps):
+        alphas, weights = exact(m, steps)
+        if m == "riemann_left":
+            alphas = np.array(torch.linspace(0, 1 - 1 / steps, steps).tolist())
+        if m == "riemann_middle":
+            alphas = np.array(torch.linspace(1 / (2 * steps), 1 - 1 / (2 * steps), steps).tolist())
+        return alphas, np.float32(weights).astype(np.float64)
+
+    monkeypatch.setattr(A, "quadrature", rounded)
+    got = tc.integrated_gradients(net, x, targets, steps=n, method=method)
+    want = IntegratedGradients(model).attribute(
+        torch.tensor(x), target=torch.tensor(targets), n_steps=n, method=method
+    )
+    compare(
+        f"IntegratedGradients {method}, Captum's float32 nodes and weights", got, want.detach().numpy(), 1e-12
+    )

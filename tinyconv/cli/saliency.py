@@ -78,7 +78,8 @@ def run(args) -> int:
     if args.method != "saliency":  # beyond the paper: tinyconv.pictures.beyond draws the map
         from ..pictures.beyond import method_figures
 
-        options = {"smoothgrad": smooth or {"samples": args.samples, "seed": args.seed}}
+        smooth = smooth or {"samples": args.samples, "seed": args.seed}
+        options = {"smoothgrad": smooth, "occlusion": {"progress": True}}
         figs = [
             f
             for x, stem in zip(xs, unique_stems(args.images), strict=True)

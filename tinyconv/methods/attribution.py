@@ -31,9 +31,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..engine.backend import get_array_module, to_numpy
-from ..engine.layers import Conv2d, ReLU
 from ..errors import ShapeError, TinyconvError
+from ..layers import Conv2d, ReLU  # the public door: engine internals may move
 from ..progress import Progress
+
+# resolve_targets is the one non-public name used from saliency.py (its TargetError messages)
 from .saliency import input_gradient, resolve_targets, saliency, smoothgrad
 
 __all__ = [

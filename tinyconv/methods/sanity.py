@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..engine.backend import get_array_module, to_device, to_numpy
-from ..engine.layers import Conv2d, Linear
 from ..errors import TinyconvError
+from ..layers import Conv2d, Linear
 from ..progress import Progress
 from . import attribution
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..engine.backend import to_numpy
 from ..methods import attribution
-from ..methods.saliency import resolve_targets
+from ..methods.attribution import resolve_targets
 from .imaging import deprocess, display_scale, heatmap, montage, overlay, signed_image, upscale
 
 __all__ = ["Figure", "SIGNED", "map_tile", "method_figures", "methods_panel", "randomisation_panel"]
