@@ -21,12 +21,16 @@ import numpy as np
 
 from ..engine.backend import DeviceError
 from ..errors import TargetError, TinyconvError, WeightsError
+from ..methods import attribution
 from ..methods.classviz import class_models
 from ..methods.saliency import resolve_targets
+from ..methods.sanity import method_options
 from ..models.native import WEIGHTS_ENV, bundled, load
+from .beyond import SHORT, SIGNED, map_tile
 from .figures import Figure, class_model_figures, class_models_record, class_name, compute_rules
 from .imaging import (
     as_rgb,
+    deprocess,
     display_scale,
     heatmap,
     map_top,
@@ -294,6 +298,64 @@ def network_sections(path: Path, images, device: str = "cpu", progress: bool = T
     return [sal, classes], {f"{key}/class_models.json": record}
 
 
+BEYOND_TEXT = (
+    "Beyond the paper: the attribution methods that other libraries (Captum, pytorch-grad-cam, "
+    "tf-keras-vis) offer, each a few lines on the same engine (tinyconv.methods.attribution), for the "
+    "image's top class c. Gradient × input x ⊙ ∂S_c/∂x and integrated gradients (16 Gauss–Legendre nodes "
+    "from the zero input, whose attributions sum to S_c(x) − S_c(0)) are summed over channels; Grad-CAM "
+    "weights the last convolution's maps by their mean gradient (Selvaraju et al. 2017), upsampled "
+    "bilinearly; guided Grad-CAM multiplies it with guided backprop; occlusion is the drop of S_c when a "
+    "window of the input is set to 0 (Zeiler & Fergus), averaged over the windows covering each pixel; "
+    "SmoothGrad averages the saliency of 10 noisy copies. Signed maps are blue < 0 < red, the others black "
+    "to white; each is scaled by its own 99.5th percentile of |·|. Which of them depend on the network at "
+    "all is measured in docs/beyond.md (tinyconv sanity): guided backprop barely changes when the top "
+    "layer is randomised."
+)
+
+
+def beyond_row(net, x, stem: str, prefix: str, shown: int, labels: bool = True) -> Row:
+    """One image's row of the beyond-the-paper section: the input, then each
+    method of ``attribution.METHODS`` but the three ReLU rules shown above."""
+    options = method_options(net)
+    scores = attribution._eval_scores(net, x)
+    c = int(resolve_targets(None, scores)[0])
+    methods = [m for m in attribution.METHODS if m not in ("saliency", "guided", "deconvnet")]
+    image = as_rgb(deprocess(x[0], net))  # what the network sees, uint8 (H, W, C)
+    h, w = image.shape[:2]
+    scale = display_scale(h, w)
+    cells = [Cell(Figure(f"{prefix}{stem}_input.png", upscale(image, scale), f"{stem}: the input"),
+                  "input", w * shown)]  # fmt: skip
+    for m in methods:
+        a = np.asarray(attribution.attribution_map(net, x, m, [c], **options.get(m, {}))[0], np.float64)
+        top = map_top(a)
+        legend = (Legend("bluered", f"−{top:.2g}", f"+{top:.2g}", "", middle="0") if m in SIGNED
+                  else Legend("fire", "0", f"{top:.2g}", ""))  # fmt: skip
+        figure = Figure(f"{prefix}{stem}_{m}.png", upscale(map_tile(a, m), scale),
+                        f"{stem}: {attribution.METHODS[m]} (beyond the paper)")  # fmt: skip
+        cells.append(Cell(figure, SHORT[m], w * shown, legend))
+    s = float(scores[0, c])
+    caption = f"{stem}: class {c} {class_name(net, c)!r}, S_c = {s:.2f} (the top class)."
+    return Row(cells, caption, labels=labels)
+
+
+def beyond_section(nets, images_per_net: int = 2, device: str = "cpu", log=print) -> Section:
+    """Every other attribution method on the first example images of each network."""
+    rows = []
+    for path, images in nets:
+        paths = images[:images_per_net]
+        if not paths:
+            continue
+        net = load_net(path, device)
+        key = safe_name(path.stem, keep="-_.")
+        log(f"{key}: the methods beyond the paper on {len(paths)} images")
+        h, w = net.input_shape[1:] if net.input_shape else preprocess(paths[0], net).shape[2:]
+        shown = shown_scale(w, 7 * w, ROW_WIDTH - 7 * 12)
+        for p, stem in zip(paths, unique_stems(paths), strict=True):
+            x = preprocess(p, net)
+            rows.append(beyond_row(net, x, f"{key}_{stem}", f"{key}/beyond/", shown, labels=not rows))
+    return Section("Beyond the paper: six more attribution methods", BEYOND_TEXT, rows)
+
+
 def run_demo(
     outdir,
     device: str = "cpu",
@@ -302,6 +364,7 @@ def run_demo(
     progress: bool = True,
     log=print,
     extra_sections=(),
+    beyond: bool = True,
 ) -> dict:
     """Saliency maps, the three backward rules and class models for every class
     of every bundled network; writes PNGs and ``index.html``.
@@ -319,6 +382,8 @@ def run_demo(
         more, extra = network_sections(path, images[:images_per_net], device, progress, log)
         sections += more
         files.update(extra)
+    if beyond:
+        sections.append(beyond_section(nets, 2, device, log))
     for make in extra_sections:
         sections += make(device=device, progress=progress, log=log)
     files.update(page_files(sections))
