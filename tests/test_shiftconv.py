@@ -43,11 +43,12 @@ def conv_cases(draw):
     n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
     bias = draw(st.booleans())
     seed = draw(st.integers(0, 2**16))
-    return (n, c, h, w), (f, c, kh, kw), (ph, pw), bias, seed
+    chunk = draw(st.sampled_from([None, None, 1, 7, 40]))  # whole layer, or chunks of grid positions
+    return (n, c, h, w), (f, c, kh, kw), (ph, pw), bias, seed, chunk
 
 
 def _arrays(case, dtype=np.float64):
-    x_shape, w_shape, padding, with_bias, seed = case
+    x_shape, w_shape, padding, with_bias, seed, _ = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(dtype)
     weight = rng.standard_normal(w_shape).astype(dtype)
@@ -58,7 +59,7 @@ def _arrays(case, dtype=np.float64):
 @given(conv_cases())
 def test_equals_the_im2col_col2im_formulas(case):
     x, weight, bias, padding, rng = _arrays(case)
-    y, cache = shiftconv.conv2d_forward(x, weight, bias, padding)
+    y, cache = shiftconv.conv2d_forward(x, weight, bias, padding, chunk_columns=case[-1])
     dy = rng.standard_normal(y.shape)
     y_ref, dx_ref, dw_ref, db_ref = reference(x, weight, bias, padding, dy)
     np.testing.assert_allclose(y.reshape(y_ref.shape), y_ref, rtol=1e-12, atol=1e-12)
@@ -112,6 +113,10 @@ def test_suits_is_the_stated_rule():
     assert not shiftconv.suits(64, 2) and not shiftconv.suits(64, (1, 2))
     assert not shiftconv.suits(3, 1)  # RGB input: im2col's columns are small
     assert shiftconv.suits(3, 1, min_channels=1)
+    # pixels per filter: VGG-16's 512 -> 512 at 14x14 on one image (196 pixels) stays tiled
+    assert not shiftconv.suits(512, 1, pixels=196, out_channels=512)
+    assert shiftconv.suits(512, 1, pixels=8 * 196, out_channels=512)
+    assert shiftconv.suits(512, 1, pixels=196, out_channels=512, pixels_per_filter=0.25)
 
 
 @pytest.fixture
@@ -147,7 +152,8 @@ def test_conv2d_dispatches_by_the_stated_rule():
         (Conv2d(8, 5, 3, padding=1, seed=0), {}, "shifted"),
         (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_min_channels": 10**9}, "col2im"),
         (Conv2d(8, 5, 3, stride=2, padding=1, seed=0), {}, "col2im"),
-        (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {}, "shifted"),
+        (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {"shift_chunk_columns": 5}, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_pixels_per_filter": 100}, "col2im"),
     ]:
         conv = conv.astype(np.float64)
         conv.tuning = tuning

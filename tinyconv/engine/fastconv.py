@@ -42,11 +42,17 @@ TUNING = MappingProxyType({
     "min_columns": 768,
     # output pixels per input channel from which dx takes the convolution form
     "dx_crossover": 16,
-    # the dispatch rule: a stride-1 convolution with at least this many input
-    # channels runs as shifted GEMMs with no column copy (shiftconv.py);
-    # others (strided, or few channels, where im2col's columns are small) run
-    # tiled. A huge value: always tiled
+    # the dispatch rule (shiftconv.suits): a stride-1 convolution with at least
+    # shift_min_channels input channels and at least shift_pixels_per_filter
+    # output pixels (over the batch) per filter runs as shifted GEMMs with no
+    # column copy (shiftconv.py); others (strided; few channels, where
+    # im2col's columns are small; small deep layers, where reordering the
+    # weights costs more than the columns) run tiled. A huge value: always tiled
     "shift_min_channels": 8,
+    "shift_pixels_per_filter": 1.0,
+    # None: each shifted GEMM spans the whole layer; a number: that many grid
+    # positions per chunk, all kernel offsets done chunk by chunk
+    "shift_chunk_columns": None,
 })
 
 
@@ -73,13 +79,17 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, **tuning):
     -> y: (N, F, OH, OW), FastConvCache. ``tuning``: see ``TUNING``.
 
     Where ``shiftconv.suits`` (stride 1, at least ``shift_min_channels``
-    input channels) the layer runs as shifted GEMMs instead, and the cache is
+    input channels, at least ``shift_pixels_per_filter`` output pixels per
+    filter) the layer runs as shifted GEMMs instead, and the cache is
     a ``shiftconv.ShiftConvCache``, which ``conv2d_backward`` recognises.
     """
     (sh, sw), (ph, pw) = pair(stride, "stride"), pair(padding, "padding", 0)
     f, c, kh, kw = weight.shape
-    if shiftconv.suits(c, (sh, sw), _tuned(tuning)["shift_min_channels"]):
-        return shiftconv.conv2d_forward(x, weight, bias, (ph, pw))
+    tuned = _tuned(tuning)
+    oh, ow = out_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), "conv")
+    if shiftconv.suits(c, (sh, sw), tuned["shift_min_channels"], x.shape[0] * oh * ow, f,
+                       tuned["shift_pixels_per_filter"]):  # fmt: skip
+        return shiftconv.conv2d_forward(x, weight, bias, (ph, pw), tuned["shift_chunk_columns"])
     y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), **tuning)
     return y, FastConvCache(x, weight, x.shape, (sh, sw), (ph, pw))
 

@@ -47,17 +47,25 @@ class ShiftConvCache(NamedTuple):
     rows: object  # the weights as (F, kh, kw, C)
     x_shape: tuple  # (N, C, H, W)
     padding: tuple  # (ph, pw)
+    chunk_columns: int | None  # as given to conv2d_forward; backward uses the same
 
 
-def suits(in_channels: int, stride, min_channels: int = 8) -> bool:
-    """The dispatch rule: stride 1 and at least ``min_channels`` input channels.
+def suits(in_channels: int, stride, min_channels: int = 8, pixels: int | None = None,
+          out_channels: int | None = None, pixels_per_filter: float = 1.0) -> bool:  # fmt: skip
+    """The dispatch rule: stride 1, at least ``min_channels`` input channels,
+    and (when ``pixels`` = N·OH·OW and ``out_channels`` are given) at least
+    ``pixels_per_filter`` output pixels per filter.
 
     With few channels each shifted GEMM has a tiny K (a rank-C update that
-    streams the whole output through memory kh·kw times), while the columns
-    of im2col are small (C·kh·kw rows): there im2col's single GEMM is cheaper.
+    streams the whole output through memory kh·kw times), while im2col's
+    columns are small (C·kh·kw rows): there one tiled GEMM is cheaper. With
+    few pixels per filter (deep layers on one small image) the weights'
+    reordering copy, F·C·kh·kw values, outweighs the columns it saves.
     """
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    return (sh, sw) == (1, 1) and in_channels >= min_channels
+    if (sh, sw) != (1, 1) or in_channels < min_channels:
+        return False
+    return pixels is None or out_channels is None or pixels >= pixels_per_filter * out_channels
 
 
 def _grid(n, h, w, kh, kw, ph, pw):
@@ -88,11 +96,20 @@ def _kernel_rows(weight):
     return xp.ascontiguousarray(weight.transpose(0, 2, 3, 1))
 
 
-def conv2d_forward(x, weight, bias, padding=(0, 0)):
+def _chunks(length, chunk_columns):
+    """[a, b) ranges covering 0..length: one range (the whole layer) when ``chunk_columns`` is None."""
+    step = length if not chunk_columns else max(1, int(chunk_columns))
+    return [(a, min(length, a + step)) for a in range(0, length, step)]
+
+
+def conv2d_forward(x, weight, bias, padding=(0, 0), chunk_columns=None):
     """y = x ⋆ weight + bias with stride 1, as kh·kw shifted GEMMs (module docstring).
 
     x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None, padding (ph, pw)
-    -> y: (N, F, OH, OW), cache for ``conv2d_backward``.
+    -> y: (N, F, OH, OW), cache for ``conv2d_backward``. ``chunk_columns``:
+    None runs each offset's GEMM over the whole layer; a number splits the L
+    grid positions into chunks of that many, all offsets done per chunk (the
+    chunk of Y stays in cache across its kh·kw accumulations).
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
@@ -102,21 +119,22 @@ def conv2d_forward(x, weight, bias, padding=(0, 0)):
     padded = pad_flat(x, ph, pw)  # (C, N·Hp·Wp)
     rows = _kernel_rows(weight)  # (F, kh, kw, C)
     grid = xp.empty((f, n * hp * wp), dtype=x.dtype)
-    out = grid[:, :length]
-    for i in range(kh):
-        for j in range(kw):
-            s = i * wp + j
-            if i == 0 and j == 0:
-                xp.matmul(rows[:, 0, 0], padded[:, :length], out=out)
-            else:
-                gemm_accumulate(out, rows[:, i, j], padded[:, s : s + length])
+    for a, b in _chunks(length, chunk_columns):
+        out = grid[:, a:b]
+        for i in range(kh):
+            for j in range(kw):
+                s = i * wp + j
+                if i == 0 and j == 0:
+                    xp.matmul(rows[:, 0, 0], padded[:, a:b], out=out)
+                else:
+                    gemm_accumulate(out, rows[:, i, j], padded[:, s + a : s + b])
     valid = grid.reshape(f, n, hp, wp)[:, :, :oh, :ow].transpose(1, 0, 2, 3)  # (N, F, OH, OW)
     y = xp.empty((n, f, oh, ow), dtype=x.dtype)
     if bias is None:
         y[...] = valid
     else:
         xp.add(valid, bias.reshape(1, f, 1, 1), out=y)
-    return y, ShiftConvCache(padded, rows, x.shape, (ph, pw))
+    return y, ShiftConvCache(padded, rows, x.shape, (ph, pw), chunk_columns)
 
 
 def conv2d_backward(dy, cache, param_grads=True):
@@ -127,7 +145,7 @@ def conv2d_backward(dy, cache, param_grads=True):
     padded-width grid (zeros at the dropped positions);
     dW_(i,j) = dY · X_(i,j)ᵀ and dP[:, s_ij : s_ij + L] += W_(i,j)ᵀ · dY.
     """
-    padded, rows, x_shape, (ph, pw) = cache
+    padded, rows, x_shape, (ph, pw), chunk_columns = cache
     xp = get_array_module(dy)
     n, c, h, w = x_shape
     f, kh, kw, _ = rows.shape
@@ -139,12 +157,13 @@ def conv2d_backward(dy, cache, param_grads=True):
     dgrid = dgrid.reshape(f, n * hp * wp)[:, :length]  # (F, L)
     dpadded = xp.zeros((c, n * hp * wp), dtype=dy.dtype)
     drows = xp.zeros((f, kh, kw, c), dtype=dy.dtype) if param_grads else None
-    for i in range(kh):
-        for j in range(kw):
-            s = i * wp + j
-            gemm_accumulate(dpadded[:, s : s + length], rows[:, i, j].T, dgrid)
-            if param_grads:
-                gemm_accumulate(drows[:, i, j], dgrid, padded[:, s : s + length].T)
+    for a, b in _chunks(length, chunk_columns):
+        for i in range(kh):
+            for j in range(kw):
+                s = i * wp + j
+                gemm_accumulate(dpadded[:, s + a : s + b], rows[:, i, j].T, dgrid[:, a:b])
+                if param_grads:
+                    gemm_accumulate(drows[:, i, j], dgrid[:, a:b], padded[:, s + a : s + b].T)
     dx = dpadded.reshape(c, n, hp, wp)[:, :, ph : ph + h, pw : pw + w].transpose(1, 0, 2, 3)
     dx = xp.ascontiguousarray(dx)
     if not param_grads:
