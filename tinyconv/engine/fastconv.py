@@ -49,7 +49,7 @@ TUNING = MappingProxyType({
     # im2col's columns are small; small deep layers, where reordering the
     # weights costs more than the columns) run tiled. A huge value: always tiled
     "shift_min_channels": 8,
-    "shift_pixels_per_filter": 1.0,
+    "shift_pixels_per_filter": 2.0,
     # None: each shifted GEMM spans the whole layer; a number: that many grid
     # positions per chunk, all kernel offsets done chunk by chunk
     "shift_chunk_columns": None,
