@@ -44,7 +44,8 @@ def conv_cases(draw):
     bias = draw(st.booleans())
     seed = draw(st.integers(0, 2**16))
     chunk = draw(st.sampled_from([None, None, 1, 7, 40]))  # whole layer, or chunks of grid positions
-    return (n, c, h, w), (f, c, kh, kw), (ph, pw), bias, seed, chunk
+    group = draw(st.sampled_from([None, 1, 60, 200]))  # whole batch; one image; some images per group
+    return (n, c, h, w), (f, c, kh, kw), (ph, pw), bias, seed, (chunk, group)
 
 
 def _arrays(case, dtype=np.float64):
@@ -59,7 +60,8 @@ def _arrays(case, dtype=np.float64):
 @given(conv_cases())
 def test_equals_the_im2col_col2im_formulas(case):
     x, weight, bias, padding, rng = _arrays(case)
-    y, cache = shiftconv.conv2d_forward(x, weight, bias, padding, chunk_columns=case[-1])
+    chunk, group = case[-1]
+    y, cache = shiftconv.conv2d_forward(x, weight, bias, padding, chunk_columns=chunk, group_columns=group)
     dy = rng.standard_normal(y.shape)
     y_ref, dx_ref, dw_ref, db_ref = reference(x, weight, bias, padding, dy)
     np.testing.assert_allclose(y.reshape(y_ref.shape), y_ref, rtol=1e-12, atol=1e-12)
@@ -154,6 +156,7 @@ def test_conv2d_dispatches_by_the_stated_rule():
         (Conv2d(8, 5, 3, stride=2, padding=1, seed=0), {}, "col2im"),
         (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {"shift_chunk_columns": 5}, "shifted"),
         (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_pixels_per_filter": 100}, "col2im"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_group_columns": 1}, "shifted"),
     ]:
         conv = conv.astype(np.float64)
         conv.tuning = tuning
@@ -182,3 +185,18 @@ def test_conv2d_on_the_fake_device_takes_the_shifted_path(fake):
     np.testing.assert_allclose(fake.asnumpy(got_y), want_y, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("group_columns", [1, 2 * 8 * 9, 3 * 8 * 9, None])
+def test_image_groups_with_a_short_last_group(group_columns):
+    """5 images of 6x7 padded to 8x9: groups of 1, 2 (2+2+1), 3 (3+2) or all 5 images."""
+    rng = np.random.default_rng(11)
+    x, weight = rng.standard_normal((5, 3, 6, 7)), rng.standard_normal((4, 3, 3, 3))
+    bias = rng.standard_normal(4)
+    y, cache = shiftconv.conv2d_forward(x, weight, bias, (1, 1), group_columns=group_columns)
+    assert cache.images == {1: 1, 144: 2, 216: 3, None: 5}[group_columns]
+    dy = rng.standard_normal(y.shape)
+    want = reference(x, weight, bias, (1, 1), dy)
+    got = (y.reshape(want[0].shape), *shiftconv.conv2d_backward(dy, cache))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)

@@ -53,6 +53,10 @@ TUNING = MappingProxyType({
     # None: each shifted GEMM spans the whole layer; a number: that many grid
     # positions per chunk, all kernel offsets done chunk by chunk
     "shift_chunk_columns": None,
+    # images taken together: about this many grid positions per group (one
+    # 224x224 image is 51,076), so large images go one by one through two
+    # reused image-sized buffers and small ones are batched into one GEMM
+    "shift_group_columns": 1 << 16,
 })
 
 
@@ -89,7 +93,9 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, **tuning):
     oh, ow = out_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), "conv")
     if shiftconv.suits(c, (sh, sw), tuned["shift_min_channels"], x.shape[0] * oh * ow, f,
                        tuned["shift_pixels_per_filter"]):  # fmt: skip
-        return shiftconv.conv2d_forward(x, weight, bias, (ph, pw), tuned["shift_chunk_columns"])
+        return shiftconv.conv2d_forward(
+            x, weight, bias, (ph, pw), tuned["shift_chunk_columns"], tuned["shift_group_columns"]
+        )
     y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), **tuning)
     return y, FastConvCache(x, weight, x.shape, (sh, sw), (ph, pw))
 
