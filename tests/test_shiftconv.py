@@ -111,14 +111,20 @@ def test_gradients_against_central_differences():
 
 
 def test_suits_is_the_stated_rule():
-    assert shiftconv.suits(64, 1) and shiftconv.suits(64, (1, 1))
-    assert not shiftconv.suits(64, 2) and not shiftconv.suits(64, (1, 2))
-    assert not shiftconv.suits(3, 1)  # RGB input: im2col's columns are small
-    assert shiftconv.suits(3, 1, min_channels=1)
-    # pixels per filter: VGG-16's 512 -> 512 at 14x14 on one image (196 pixels) stays tiled
-    assert not shiftconv.suits(512, 1, pixels=196, out_channels=512)
-    assert shiftconv.suits(512, 1, pixels=8 * 196, out_channels=512)
-    assert shiftconv.suits(512, 1, pixels=196, out_channels=512, pixels_per_filter=0.25)
+    vgg = (1, 64, 224, 224), (64, 64, 3, 3)
+    assert shiftconv.suits(*vgg, 1, 1) and shiftconv.suits(*vgg, (1, 1), (1, 1))
+    assert not shiftconv.suits(*vgg, 2, 1) and not shiftconv.suits(*vgg, (1, 2), 1)
+    rgb = (1, 3, 224, 224), (64, 3, 3, 3)
+    assert not shiftconv.suits(*rgb, 1, 1)  # RGB input: im2col's columns are small
+    assert shiftconv.suits(*rgb, 1, 1, min_channels=1)
+    # pixels per filter: 512 -> 512 at 28x28 on one image (784 pixels) stays tiled, at batch 8 not
+    deep = (512, 512, 3, 3)
+    assert not shiftconv.suits((1, 512, 28, 28), deep, 1, 1)
+    assert shiftconv.suits((8, 512, 28, 28), deep, 1, 1)
+    assert shiftconv.suits((1, 512, 28, 28), deep, 1, 1, pixels_per_filter=1)
+    # waste: at 14x14 a batch's grid is 256 positions per 196 kept (1.28)
+    assert not shiftconv.suits((8, 512, 14, 14), deep, 1, 1)
+    assert shiftconv.suits((8, 512, 14, 14), deep, 1, 1, max_waste=1.3)
 
 
 @pytest.fixture
@@ -144,6 +150,9 @@ def test_on_the_fake_device_equals_numpy(fake, padding):
         np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
 
 
+LAX = {"shift_max_waste": 10.0}  # small test images: let the shifted path take them
+
+
 def test_conv2d_dispatches_by_the_stated_rule():
     """Stride 1 with >= shift_min_channels input channels: shifted GEMMs;
     strided, few channels, or the rule turned off by tuning: tiled im2col.
@@ -151,12 +160,13 @@ def test_conv2d_dispatches_by_the_stated_rule():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 8, 6, 7))
     for conv, tuning, form in [
-        (Conv2d(8, 5, 3, padding=1, seed=0), {}, "shifted"),
-        (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_min_channels": 10**9}, "col2im"),
-        (Conv2d(8, 5, 3, stride=2, padding=1, seed=0), {}, "col2im"),
-        (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {"shift_chunk_columns": 5}, "shifted"),
-        (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_pixels_per_filter": 100}, "col2im"),
-        (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_group_columns": 1}, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {}, "col2im"),  # a 6x7 image: its grid is mostly padding
+        (Conv2d(8, 5, 3, padding=1, seed=0), LAX, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {**LAX, "shift_min_channels": 10**9}, "col2im"),
+        (Conv2d(8, 5, 3, stride=2, padding=1, seed=0), LAX, "col2im"),
+        (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {**LAX, "shift_chunk_columns": 5}, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {**LAX, "shift_pixels_per_filter": 100}, "col2im"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {**LAX, "shift_group_columns": 1}, "shifted"),
     ]:
         conv = conv.astype(np.float64)
         conv.tuning = tuning
@@ -178,6 +188,7 @@ def test_conv2d_on_the_fake_device_takes_the_shifted_path(fake):
     x, dy = rng.standard_normal((2, 8, 5, 5)), rng.standard_normal((2, 3, 5, 5))
     host = Conv2d(8, 3, 3, padding=1, seed=1).astype(np.float64)
     device = Conv2d(8, 3, 3, padding=1, seed=1).astype(np.float64).to("fake")
+    host.tuning = device.tuning = LAX
     want_y, got_y = host.forward(x), device.forward(fake.asarray(x))
     want, got = host.backward(dy), device.backward(fake.asarray(dy))
     assert device.dx_form == host.dx_form == "shifted"

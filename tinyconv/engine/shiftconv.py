@@ -50,22 +50,32 @@ class ShiftConvCache(NamedTuple):
     images: int  # images per group
 
 
-def suits(in_channels: int, stride, min_channels: int = 8, pixels: int | None = None,
-          out_channels: int | None = None, pixels_per_filter: float = 1.0) -> bool:  # fmt: skip
-    """The dispatch rule: stride 1, at least ``min_channels`` input channels,
-    and (when ``pixels`` = N·OH·OW and ``out_channels`` are given) at least
-    ``pixels_per_filter`` output pixels per filter.
+def suits(x_shape, weight_shape, stride, padding, min_channels=8, pixels_per_filter=2.0, max_waste=1.25):
+    """The dispatch rule: True when this convolution should run as shifted GEMMs.
 
-    With few channels each shifted GEMM has a tiny K (a rank-C update that
-    streams the whole output through memory kh·kw times), while im2col's
-    columns are small (C·kh·kw rows): there one tiled GEMM is cheaper. With
-    few pixels per filter (deep layers on one small image) the weights'
-    reordering copy, F·C·kh·kw values, outweighs the columns it saves.
+    x_shape (N, C, H, W), weight_shape (F, C, kh, kw). All of:
+
+    - stride 1 (a strided window is not a contiguous slice);
+    - at least ``min_channels`` input channels: with few, each shifted GEMM
+      has a tiny K (a rank-C update streaming the whole output through
+      memory kh·kw times), while im2col's columns (C·kh·kw rows) are small;
+    - at least ``pixels_per_filter`` output pixels N·OH·OW per filter: with
+      fewer (deep layers on one small image) reordering the weights, F·C·kh·kw
+      values, costs about what the columns it saves do;
+    - at most ``max_waste`` grid positions computed per output pixel kept
+      (the dropped columns and padding rows): small images waste the most.
     """
     sh, sw = (stride, stride) if isinstance(stride, int) else stride
-    if (sh, sw) != (1, 1) or in_channels < min_channels:
+    n, c, h, w = x_shape
+    f, _, kh, kw = weight_shape
+    ph, pw = (padding, padding) if isinstance(padding, int) else padding
+    if (sh, sw) != (1, 1) or c < min_channels:
         return False
-    return pixels is None or out_channels is None or pixels >= pixels_per_filter * out_channels
+    hp, wp, oh, ow, length = _grid(n, h, w, kh, kw, ph, pw)
+    if oh < 1 or ow < 1:
+        return False
+    kept = n * oh * ow
+    return kept >= pixels_per_filter * f and length <= max_waste * kept
 
 
 def _grid(n, h, w, kh, kw, ph, pw):
