@@ -20,7 +20,8 @@ and, with W_(i,j) = weight[:, :, i, j] (F, C),
 Each product is accumulated in place (``gemm_accumulate``: the BLAS with
 beta = 1), so no column matrix is ever built: the only copies are the padded
 input, the output's crop (where the bias is added) and the weights laid out
-as (F, kh, kw, C), where each W_(i,j) is a matrix with a unit stride. The
+as (F, kh, kw, C), where each W_(i,j) is a matrix with a unit stride (the
+reordered weights are kept in the cache for the backward pass). The
 positions with q ≥ OW (and, between images, the padding rows) are computed
 and dropped: Wp/OW (one image) or Hp·Wp/(OH·OW) (a batch) times the useful
 work, a few per cent on large images. dx is the exact adjoint of the
@@ -28,8 +29,13 @@ forward sum: the same slices, the transposed kernel, accumulated into the
 padded input gradient; it equals the textbook form (dy padded once and
 correlated with the flipped kernel) and needs no condition on the padding.
 
+The images are taken in groups (``group_columns``): the formulas above hold
+for each group with N its number of images, through two buffers reused from
+group to group, so a batch of large images costs two image-sized buffers.
+
 Only stride 1 has this form (a strided window is not a contiguous slice);
-the tiled im2col path serves strided convolutions. The same lines run on
+the tiled im2col path serves strided convolutions, and ``suits`` states the
+rule by which ``fastconv`` chooses between them. The same lines run on
 NumPy and CuPy (``xp = get_array_module(x)``).
 """
 
