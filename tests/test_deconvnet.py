@@ -270,3 +270,19 @@ def fake():
     backend.register_backend("fake", FakeArray, fake_module)
     yield fake_module
     backend._BACKENDS.pop("fake", None)
+
+
+def test_walk_back_uses_the_layers_guard_rails():
+    """Before a forward pass, and with a signal of the wrong shape, walk_back
+    refuses with the layers' own messages."""
+    net = random_net(0, 3, 1, 1, 3, 2, 1, 2, 1, 15, True)
+    fresh = np.zeros((1, 5))
+    with pytest.raises(tc.TinyconvError, match="call forward before backward: layer '10'"):
+        walk_back(net, fresh)
+    x = np.random.default_rng(0).standard_normal((1, 2, 15, 15))
+    net.forward(x)
+    with pytest.raises(tc.TinyconvError, match=r"gradient has shape \(2, 5\), expected \(1, 5\)"):
+        walk_back(net, np.zeros((2, 5)))
+    with pytest.raises(tc.TinyconvError, match="unknown rectifier"):
+        walk_back(net, fresh, rectifier="deconv")
+    assert walk_back(net, np.ones((1, 5))).shape == x.shape

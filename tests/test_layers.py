@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -678,3 +679,53 @@ def test_relative_error_helper_sees_a_wrong_gradient():
     layer.forward(x)
     flipped = layer.backward(r)
     assert relative_error(good, num) < 1e-6 < relative_error(flipped, num)
+
+
+# ----------------------------------------------------------------------------
+# no hidden machinery; building from arrays; the precision trap
+
+
+def test_layers_are_plain_classes_whose_methods_are_their_own():
+    """A learner stepping into ReLU.backward lands in it: no wrappers, no __init_subclass__."""
+    from tinyconv.engine.layers import Layer
+
+    assert "__init_subclass__" not in Layer.__dict__
+    for cls in (Conv2d, ReLU, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, Linear, Flatten, Dropout):
+        for method in ("forward", "backward"):
+            function = getattr(cls, method)
+            assert function.__qualname__.split(".")[-1] == method, (cls.__name__, function.__qualname__)
+            assert not hasattr(function, "__wrapped__"), (cls.__name__, method)
+
+
+def test_from_arrays_holds_the_given_arrays_without_drawing_an_init():
+    rng = np.random.default_rng(0)
+    w, b = rng.standard_normal((4, 3, 2, 3)), rng.standard_normal(4)
+    conv = Conv2d.from_arrays(w, b, stride=2, padding=1)
+    assert conv.params["weight"] is w and conv.params["bias"] is b
+    assert (conv.in_channels, conv.out_channels, conv.kernel_size) == (3, 4, (2, 3))
+    assert conv.stride == (2, 2) and conv.padding == (1, 1)
+    assert set(conv.grads) == {"weight", "bias"} and not conv.grads["weight"].any()
+    assert conv.grads["weight"].dtype == np.float64
+    dense = Linear.from_arrays(w.reshape(4, -1))
+    assert dense.params["weight"].shape == (4, 18) and set(dense.params) == {"weight"}
+    assert (dense.in_features, dense.out_features) == (18, 4)
+    with pytest.raises(ShapeError, match=r"bias must have shape \(4,\)"):
+        Conv2d.from_arrays(w, np.zeros(3))
+    with pytest.raises(ShapeError, match=r"weight must be \(out, in\)"):
+        Linear.from_arrays(w)
+
+
+def test_float64_input_to_a_float32_layer_warns_that_its_weight_gradients_are_rounded():
+    from tinyconv.errors import PrecisionWarning
+
+    layer = Linear(3, 2, seed=0)  # float32 parameters
+    x = np.random.default_rng(0).standard_normal((4, 3))  # float64 input
+    y = layer.forward(x)
+    with pytest.warns(PrecisionWarning, match="float64 gradients rounded to the float32"):
+        layer.backward(np.ones_like(y))
+    layer.forward(x)
+    layer.backward(np.ones_like(y), param_grads=False)  # no parameter gradients: nothing to round
+    layer.astype(np.float64).forward(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PrecisionWarning)
+        layer.backward(np.ones_like(y))  # float64 throughout: no warning

@@ -351,3 +351,13 @@ def test_predict_equals_forward_and_keeps_nothing(net):
         net.backward(np.ones_like(got))
     net.forward(x)
     assert net.backward(np.ones_like(got)).shape == x.shape
+
+
+def test_forward_to_forgets_the_later_layers_so_backward_cannot_use_stale_caches():
+    net = small_net()
+    x = np.ones((3, 2, 6, 6))
+    net.forward(x)
+    out = net.forward_to(x, "pool1")
+    later = net.layers[net.index("pool1") + 1 :]
+    assert later and all(layer.cache is None for layer in later)
+    assert net.backward(np.ones(out.shape), start="pool1", param_grads=False).shape == x.shape

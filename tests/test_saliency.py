@@ -241,3 +241,36 @@ def fake():
     backend.register_backend("fake", FakeArray, fake_module)
     yield fake_module
     backend._BACKENDS.pop("fake", None)
+
+
+def test_rule_none_keeps_each_relus_own_rule_and_an_explicit_rule_switches_them_all():
+    """tc.input_gradient(rule=None) honours a rule set on one ReLU; an explicit
+    rule applies to every ReLU and is restored afterwards."""
+    net = rgb_net()
+    x = np.random.default_rng(4).standard_normal((2, 3, 8, 8))
+    relus = [layer for layer in net if isinstance(layer, ReLU)]
+    relus[1].rule = "guided"  # one layer only
+    mixed = tc.input_gradient(net, x, [1, 2], rule=None)
+    everywhere = tc.input_gradient(net, x, [1, 2], rule="gradient")
+    assert [r.rule for r in relus] == ["gradient", "guided"]  # restored after the explicit rule
+    # the reference: net.backward, which always runs each ReLU's own rule
+    net.forward(x)
+    seed = np.zeros((2, 5))
+    seed[[0, 1], [1, 2]] = 1
+    np.testing.assert_array_equal(mixed, net.backward(seed, param_grads=False))
+    assert not np.array_equal(mixed, everywhere)
+    relus[1].rule = "gradient"
+    np.testing.assert_array_equal(tc.input_gradient(net, x, [1, 2], rule=None), everywhere)
+    np.testing.assert_array_equal(tc.saliency(net, x, [1, 2]), np.abs(everywhere).max(axis=1))
+
+
+def test_eval_mode_turns_dropout_off_and_restores_each_layers_mode():
+    from tinyconv.methods import saliency as sal
+
+    net = rgb_net().train()
+    net[0].training = False  # a mixed state must come back as it was
+    before = [layer.training for layer in net]
+    with sal.eval_mode(net) as same:
+        assert same is net and not any(layer.training for layer in net)
+    assert [layer.training for layer in net] == before
+    assert not hasattr(sal, "inference_mode")

@@ -348,3 +348,14 @@ def test_train_command_reports_missing_data(tmp_path, capsys):
 
     assert main(["train", "--data", str(tmp_path / "none"), "-o", str(tmp_path / "x.npz")]) == 2
     assert "dataset-fashion-mnist" in capsys.readouterr().err
+
+
+def test_training_resume_has_its_own_name_apart_from_tc_load_checkpoint(tmp_path, rng):
+    """engine.train.load_training_state reads fit's checkpoints; tc.load_checkpoint
+    (PyTorch / safetensors files) is another function."""
+    x, y = toy_data(rng, 16)
+    ckpt = tmp_path / "run.ckpt.npz"
+    train.fit(tiny_net(), x, y, epochs=1, batch_size=8, checkpoint=ckpt, progress=False)
+    net, buffers = train.load_training_state(ckpt)
+    assert net.meta["training"]["epochs_done"] == 1 and set(buffers) == {p.name for p in net.parameters()}
+    assert not hasattr(train, "load_checkpoint") and tc.load_checkpoint is not train.load_training_state
