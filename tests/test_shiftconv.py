@@ -211,3 +211,12 @@ def test_image_groups_with_a_short_last_group(group_columns):
     got = (y.reshape(want[0].shape), *shiftconv.conv2d_backward(dy, cache))
     for g, w in zip(got, want, strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_the_cache_reads_like_the_other_convolution_caches():
+    """x_shape, weight, stride, padding by name, as tinyconv.methods.deconvnet reads a Conv2d's cache."""
+    rng = np.random.default_rng(12)
+    x, weight = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((6, 3, 3, 2))
+    _, cache = shiftconv.conv2d_forward(x, weight, None, (1, 0))
+    assert cache.x_shape == x.shape and cache.stride == (1, 1) and cache.padding == (1, 0)
+    np.testing.assert_array_equal(cache.weight, weight)

@@ -55,6 +55,20 @@ class ShiftConvCache(NamedTuple):
     chunk_columns: int | None  # as given to conv2d_forward; backward uses the same
     images: int  # images per group
 
+    @property
+    def x_shape(self) -> tuple:
+        """(N, C, H, W) of the forward input, as in the other convolution caches."""
+        return tuple(self.x.shape)
+
+    @property
+    def weight(self):
+        """The weights (F, C, kh, kw), a view of the reordered copy."""
+        return self.rows.transpose(0, 3, 1, 2)
+
+    @property
+    def stride(self) -> tuple:
+        return (1, 1)
+
 
 def suits(x_shape, weight_shape, stride, padding, min_channels=8, pixels_per_filter=2.0, max_waste=1.25):
     """The dispatch rule: True when this convolution should run as shifted GEMMs.
