@@ -1,6 +1,11 @@
 """A/B in one process: the shifted-GEMM convolution against the tiled im2col one, per VGG-16 layer shape.
 
     PYTHONPATH=$PWD python examples/shiftconv_ab.py [--batch 1] [--rounds 7] [--pass forward|backward|input]
+    PYTHONPATH=$PWD python examples/shiftconv_ab.py --net vgg16 --work saliency [--batch 1] [--rounds 7]
+
+The second form times a whole network's bench work (tinyconv.tools.bench) with
+every Conv2d's dispatch rule on (shifted GEMMs where it applies) and off
+(``shift_min_channels`` huge: all tiled), the two alternating on the same net.
 
 Each round times both variants on each layer, alternating, each after a settle
 pause (see tinyconv.tools.bench.SETTLE_S); prints medians and the ratio
@@ -30,13 +35,44 @@ def _variants(which, x, w, b, dy, tcache, scache):
             "shift": lambda: shiftconv.conv2d_backward(dy, scache, grads)}  # fmt: skip
 
 
+def whole_net(args):
+    from tinyconv.engine.layers import Conv2d
+    from tinyconv.tools import bench
+
+    net = bench.build_net(args.net)
+    fn = bench.tinyconv_work(bench.Item(args.net, args.work, args.batch, 1), net)
+    convs = [layer for layer in net if isinstance(layer, Conv2d)]
+    settings = {"tiled": TILED, "shift": {}}
+    times = {k: [] for k in settings}
+    for k in settings:  # warm-up
+        for conv in convs:
+            conv.tuning = settings[k]
+        fn()
+    for _ in range(args.rounds):
+        for k, tuning in settings.items():
+            for conv in convs:
+                conv.tuning = tuning
+            time.sleep(args.settle)
+            t = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    pair = statistics.median(s / t for s, t in zip(times["shift"], times["tiled"], strict=True))
+    print(f"{args.net} {args.work} b{args.batch}, {args.rounds} rounds: tiled {med['tiled'] * 1e3:.1f} ms, "
+          f"shift {med['shift'] * 1e3:.1f} ms, ratio {med['shift'] / med['tiled']:.2f}, pairwise {pair:.2f}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--pass", dest="which", choices=("forward", "backward", "input"), default="forward")
     ap.add_argument("--settle", type=float, default=0.3)
+    ap.add_argument("--net", help="time this network's --work instead of single layers")
+    ap.add_argument("--work", default="forward")
     args = ap.parse_args(argv)
+    if args.net:
+        return whole_net(args)
     rng = np.random.default_rng(0)
     rows = []
     for c, f, size in SHAPES:

@@ -140,3 +140,24 @@ def test_float32_stays_float32():
     y = conv.forward(x)
     assert y.dtype == np.float32 and conv.backward(np.ones_like(y)).dtype == np.float32
     assert net.forward(x[:, :1, :4, :4]).dtype == np.float32
+
+
+def test_time_pair_settles_before_every_block_and_alternates(monkeypatch):
+    """The protocol of bench.time_pair: the sides take turns in blocks, each
+    block (and each warm-up call) right after a settle pause, every side
+    timed ``reps`` times in at least ``min_blocks`` blocks."""
+    events = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("pause", s)))
+    fns = {side: (lambda side=side: events.append(("run", side)), None) for side in ("tinyconv", "torch")}
+    times = bench.time_pair(fns, reps=10, warmup=1, settle=0.25, block_s=1.0, min_blocks=4)
+    assert {side: len(t) for side, t in times.items()} == {"tinyconv": 10, "torch": 10}
+    runs = [e for e in events if e[0] == "run"]
+    assert len(runs) == 2 * (10 + 1)
+    # every run follows a pause or a run of its own side: never the other side's work directly
+    for before, after in zip(events, events[1:], strict=False):
+        if after[0] == "run":
+            assert before == ("pause", 0.25) or before == after
+    blocks = [e for e in events if e[0] == "pause"]
+    assert len(blocks) >= 2 * (4 + 1)  # >= min_blocks per side, plus the warm-ups
+    sides = [a[1] for b, a in zip(events, events[1:], strict=False) if b[0] == "pause"]
+    assert sides[2:] == ["tinyconv", "torch"] * (len(sides[2:]) // 2)  # the turns alternate

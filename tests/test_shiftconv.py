@@ -43,11 +43,13 @@ def conv_cases(draw):
     n, c, f = draw(st.integers(1, 3)), draw(st.integers(1, 5)), draw(st.integers(1, 4))
     bias = draw(st.booleans())
     seed = draw(st.integers(0, 2**16))
-    return (n, c, h, w), (f, c, kh, kw), (ph, pw), bias, seed
+    chunk = draw(st.sampled_from([None, None, 1, 7, 40]))  # whole layer, or chunks of grid positions
+    group = draw(st.sampled_from([None, 1, 60, 200]))  # whole batch; one image; some images per group
+    return (n, c, h, w), (f, c, kh, kw), (ph, pw), bias, seed, (chunk, group)
 
 
 def _arrays(case, dtype=np.float64):
-    x_shape, w_shape, padding, with_bias, seed = case
+    x_shape, w_shape, padding, with_bias, seed, _ = case
     rng = np.random.default_rng(seed)
     x = rng.standard_normal(x_shape).astype(dtype)
     weight = rng.standard_normal(w_shape).astype(dtype)
@@ -58,7 +60,8 @@ def _arrays(case, dtype=np.float64):
 @given(conv_cases())
 def test_equals_the_im2col_col2im_formulas(case):
     x, weight, bias, padding, rng = _arrays(case)
-    y, cache = shiftconv.conv2d_forward(x, weight, bias, padding)
+    chunk, group = case[-1]
+    y, cache = shiftconv.conv2d_forward(x, weight, bias, padding, chunk_columns=chunk, group_columns=group)
     dy = rng.standard_normal(y.shape)
     y_ref, dx_ref, dw_ref, db_ref = reference(x, weight, bias, padding, dy)
     np.testing.assert_allclose(y.reshape(y_ref.shape), y_ref, rtol=1e-12, atol=1e-12)
@@ -108,10 +111,20 @@ def test_gradients_against_central_differences():
 
 
 def test_suits_is_the_stated_rule():
-    assert shiftconv.suits(64, 1) and shiftconv.suits(64, (1, 1))
-    assert not shiftconv.suits(64, 2) and not shiftconv.suits(64, (1, 2))
-    assert not shiftconv.suits(3, 1)  # RGB input: im2col's columns are small
-    assert shiftconv.suits(3, 1, min_channels=1)
+    vgg = (1, 64, 224, 224), (64, 64, 3, 3)
+    assert shiftconv.suits(*vgg, 1, 1) and shiftconv.suits(*vgg, (1, 1), (1, 1))
+    assert not shiftconv.suits(*vgg, 2, 1) and not shiftconv.suits(*vgg, (1, 2), 1)
+    rgb = (1, 3, 224, 224), (64, 3, 3, 3)
+    assert not shiftconv.suits(*rgb, 1, 1)  # RGB input: im2col's columns are small
+    assert shiftconv.suits(*rgb, 1, 1, min_channels=1)
+    # pixels per filter: 512 -> 512 at 28x28 on one image (784 pixels) stays tiled, at batch 8 not
+    deep = (512, 512, 3, 3)
+    assert not shiftconv.suits((1, 512, 28, 28), deep, 1, 1)
+    assert shiftconv.suits((8, 512, 28, 28), deep, 1, 1)
+    assert shiftconv.suits((1, 512, 28, 28), deep, 1, 1, pixels_per_filter=1)
+    # waste: at 14x14 a batch's grid is 256 positions per 196 kept (1.28)
+    assert not shiftconv.suits((8, 512, 14, 14), deep, 1, 1)
+    assert shiftconv.suits((8, 512, 14, 14), deep, 1, 1, max_waste=1.3)
 
 
 @pytest.fixture
@@ -137,6 +150,9 @@ def test_on_the_fake_device_equals_numpy(fake, padding):
         np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
 
 
+LAX = {"shift_max_waste": 10.0}  # small test images: let the shifted path take them
+
+
 def test_conv2d_dispatches_by_the_stated_rule():
     """Stride 1 with >= shift_min_channels input channels: shifted GEMMs;
     strided, few channels, or the rule turned off by tuning: tiled im2col.
@@ -144,10 +160,13 @@ def test_conv2d_dispatches_by_the_stated_rule():
     rng = np.random.default_rng(7)
     x = rng.standard_normal((2, 8, 6, 7))
     for conv, tuning, form in [
-        (Conv2d(8, 5, 3, padding=1, seed=0), {}, "shifted"),
-        (Conv2d(8, 5, 3, padding=1, seed=0), {"shift_min_channels": 10**9}, "col2im"),
-        (Conv2d(8, 5, 3, stride=2, padding=1, seed=0), {}, "col2im"),
-        (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {}, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {}, "col2im"),  # a 6x7 image: its grid is mostly padding
+        (Conv2d(8, 5, 3, padding=1, seed=0), LAX, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {**LAX, "shift_min_channels": 10**9}, "col2im"),
+        (Conv2d(8, 5, 3, stride=2, padding=1, seed=0), LAX, "col2im"),
+        (Conv2d(8, 5, (2, 3), padding=(0, 2), seed=0), {**LAX, "shift_chunk_columns": 5}, "shifted"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {**LAX, "shift_pixels_per_filter": 100}, "col2im"),
+        (Conv2d(8, 5, 3, padding=1, seed=0), {**LAX, "shift_group_columns": 1}, "shifted"),
     ]:
         conv = conv.astype(np.float64)
         conv.tuning = tuning
@@ -169,6 +188,7 @@ def test_conv2d_on_the_fake_device_takes_the_shifted_path(fake):
     x, dy = rng.standard_normal((2, 8, 5, 5)), rng.standard_normal((2, 3, 5, 5))
     host = Conv2d(8, 3, 3, padding=1, seed=1).astype(np.float64)
     device = Conv2d(8, 3, 3, padding=1, seed=1).astype(np.float64).to("fake")
+    host.tuning = device.tuning = LAX
     want_y, got_y = host.forward(x), device.forward(fake.asarray(x))
     want, got = host.backward(dy), device.backward(fake.asarray(dy))
     assert device.dx_form == host.dx_form == "shifted"
@@ -176,3 +196,27 @@ def test_conv2d_on_the_fake_device_takes_the_shifted_path(fake):
     np.testing.assert_allclose(fake.asnumpy(got_y), want_y, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(fake.asnumpy(device.grads["weight"]), host.grads["weight"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("group_columns", [1, 2 * 8 * 9, 3 * 8 * 9, None])
+def test_image_groups_with_a_short_last_group(group_columns):
+    """5 images of 6x7 padded to 8x9: groups of 1, 2 (2+2+1), 3 (3+2) or all 5 images."""
+    rng = np.random.default_rng(11)
+    x, weight = rng.standard_normal((5, 3, 6, 7)), rng.standard_normal((4, 3, 3, 3))
+    bias = rng.standard_normal(4)
+    y, cache = shiftconv.conv2d_forward(x, weight, bias, (1, 1), group_columns=group_columns)
+    assert cache.images == {1: 1, 144: 2, 216: 3, None: 5}[group_columns]
+    dy = rng.standard_normal(y.shape)
+    want = reference(x, weight, bias, (1, 1), dy)
+    got = (y.reshape(want[0].shape), *shiftconv.conv2d_backward(dy, cache))
+    for g, w in zip(got, want, strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-12, atol=1e-12)
+
+
+def test_the_cache_reads_like_the_other_convolution_caches():
+    """x_shape, weight, stride, padding by name, as tinyconv.methods.deconvnet reads a Conv2d's cache."""
+    rng = np.random.default_rng(12)
+    x, weight = rng.standard_normal((2, 3, 5, 4)), rng.standard_normal((6, 3, 3, 2))
+    _, cache = shiftconv.conv2d_forward(x, weight, None, (1, 0))
+    assert cache.x_shape == x.shape and cache.stride == (1, 1) and cache.padding == (1, 0)
+    np.testing.assert_array_equal(cache.weight, weight)

@@ -12,8 +12,9 @@ This is the DeconvNet's "deconvolution". The readable pair in
 tinyconv/engine/functional.py writes the same Mᵀ as col2im(W₂ᵀ dy) (col2im is
 the adjoint of im2col), and the weight gradient from y[n] = W₂ cols[n] + b as
 dW₂ = Σ_n dy[n] cols[n]ᵀ, checked here by finite differences in float64.
-Conv2d runs the tiled fastconv.py, which takes col2im or the flipped kernel,
-whichever is cheaper for the layer: conv.dx_form says which.
+Conv2d runs fastconv.py: stride-1 layers with enough channels and pixels as
+shifted GEMMs (shiftconv.py), the others tiled, with dx by col2im or the
+flipped kernel, whichever is cheaper for the layer: conv.dx_form says which.
 """
 
 import numpy as np
@@ -75,12 +76,13 @@ print(f"dW (4x3x3x3, stride 2, padding 1) against central differences in float64
 assert err < 1e-8 and np.allclose(db, dy.sum(axis=(0, 2, 3))), "dW and db must match their definitions"
 
 print("the form of dx Conv2d took (the flipped kernel needs F <= C and >= 16 pixels per input channel):")
-forms = []
-for c_in, f_out, size in [(1, 32, 28), (64, 32, 40), (64, 32, 8)]:
+forms, tiled = [], {"shift_min_channels": 10**9}  # the tiled path forced, for its two forms
+for c_in, f_out, size, tuning in [(1, 32, 28, {}), (64, 32, 40, tiled), (64, 32, 8, tiled), (64, 32, 40, {})]:
     conv = Conv2d(c_in, f_out, 3, padding=1, seed=0)
+    conv.tuning = tuning
     out = conv.forward(rng.standard_normal((1, c_in, size, size)).astype(np.float32))
     conv.backward(np.ones_like(out), param_grads=False)
     forms.append(conv.dx_form)
-    print(f"  Conv2d({c_in}, {f_out}) at {size}x{size}: conv.dx_form = {conv.dx_form!r}")
-assert forms == ["col2im", "convolution", "col2im"] and Conv2d(1, 1, 1).dx_form is None
+    print(f"  Conv2d({c_in}, {f_out}) at {size}x{size}{' (tiled)' * bool(tuning)}: dx_form {conv.dx_form!r}")
+assert forms == ["col2im", "convolution", "col2im", "shifted"] and Conv2d(1, 1, 1).dx_form is None
 print("OK: conv backward is a transposed (flipped-kernel) convolution, and dW = dy · colsᵀ")

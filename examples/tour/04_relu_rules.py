@@ -6,8 +6,8 @@ At a ReLU y = max(x, 0) a backward pass gets a signal g at the output and sends 
     deconvnet  g · 1(g > 0)             Zeiler & Fergus: the mask looks at the signal g
     guided     g · 1(x > 0) · 1(g > 0)  Springenberg et al.: both masks
 
-Everything else is shared (conv: the transposed convolution of step 2, col2im on
-every conv of this net, see conv.dx_form; max-pool: unpooling with the switches of
+Everything else is shared (conv: the transposed convolution of step 2, col2im or
+the shifted GEMMs' adjoint on this net, see conv.dx_form; max-pool: unpooling with the switches of
 step 3), so a whole-network backward with rule="deconvnet" *is* the DeconvNet
 reconstruction, which tinyconv.methods.deconvnet also writes out layer by layer.
 The signal is printed layer by layer (net.backward(..., keep=True); `tinyconv
@@ -58,7 +58,7 @@ for layer in net:
     if isinstance(layer, tc.Conv2d):
         line += f"  (its last backward's dx: {layer.dx_form})"
     print(line)
-assert all(layer.dx_form == "col2im" for layer in net if isinstance(layer, tc.Conv2d)), "F > C on every conv"
+assert all(layer.dx_form in ("col2im", "shifted") for layer in net if isinstance(layer, tc.Conv2d)), "F > C"
 maps = deconvnet.compare(net, digit)  # top class; rule-switched backward vs the explicit walk
 by_rule, explicit = maps["deconvnet_rule"], maps["deconvnet"]
 diff = float(np.abs(by_rule - explicit).max() / np.abs(explicit).max())

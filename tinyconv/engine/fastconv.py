@@ -42,11 +42,24 @@ TUNING = MappingProxyType({
     "min_columns": 768,
     # output pixels per input channel from which dx takes the convolution form
     "dx_crossover": 16,
-    # the dispatch rule: a stride-1 convolution with at least this many input
-    # channels runs as shifted GEMMs with no column copy (shiftconv.py);
-    # others (strided, or few channels, where im2col's columns are small) run
-    # tiled. A huge value: always tiled
+    # the dispatch rule (shiftconv.suits): a stride-1 convolution with at least
+    # shift_min_channels input channels, at least shift_pixels_per_filter
+    # output pixels (over the batch) per filter, and at most shift_max_waste
+    # grid positions per output pixel runs as shifted GEMMs with no column
+    # copy (shiftconv.py); others (strided; few channels, where im2col's
+    # columns are small; small deep layers, where reordering the weights
+    # costs more than the columns; small images, whose padded grid is mostly
+    # dropped) run tiled. shift_min_channels huge: always tiled
     "shift_min_channels": 8,
+    "shift_pixels_per_filter": 2.0,
+    "shift_max_waste": 1.25,
+    # None: each shifted GEMM spans the whole layer; a number: that many grid
+    # positions per chunk, all kernel offsets done chunk by chunk
+    "shift_chunk_columns": None,
+    # images taken together: about this many grid positions per group (one
+    # 224x224 image is 51,076), so large images go one by one through two
+    # reused image-sized buffers and small ones are batched into one GEMM
+    "shift_group_columns": 1 << 16,
 })
 
 
@@ -72,14 +85,19 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, **tuning):
     x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None
     -> y: (N, F, OH, OW), FastConvCache. ``tuning``: see ``TUNING``.
 
-    Where ``shiftconv.suits`` (stride 1, at least ``shift_min_channels``
-    input channels) the layer runs as shifted GEMMs instead, and the cache is
-    a ``shiftconv.ShiftConvCache``, which ``conv2d_backward`` recognises.
+    Where ``shiftconv.suits`` (the ``shift_*`` knobs of ``TUNING``) the layer
+    runs as shifted GEMMs instead, and the cache is a
+    ``shiftconv.ShiftConvCache``, which ``conv2d_backward`` recognises.
     """
     (sh, sw), (ph, pw) = pair(stride, "stride"), pair(padding, "padding", 0)
     f, c, kh, kw = weight.shape
-    if shiftconv.suits(c, (sh, sw), _tuned(tuning)["shift_min_channels"]):
-        return shiftconv.conv2d_forward(x, weight, bias, (ph, pw))
+    tuned = _tuned(tuning)
+    out_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), "conv")  # refuses a kernel larger than the input
+    if shiftconv.suits(x.shape, weight.shape, (sh, sw), (ph, pw), tuned["shift_min_channels"],
+                       tuned["shift_pixels_per_filter"], tuned["shift_max_waste"]):  # fmt: skip
+        return shiftconv.conv2d_forward(
+            x, weight, bias, (ph, pw), tuned["shift_chunk_columns"], tuned["shift_group_columns"]
+        )
     y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), **tuning)
     return y, FastConvCache(x, weight, x.shape, (sh, sw), (ph, pw))
 
