@@ -28,7 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--set", choices=("reconstructions", "units", "classes", "all"), default="all")
     parser.add_argument("--out", default="docs/vgg16", help="output folder (default docs/vgg16)")
-    parser.add_argument("--size", type=int, default=128, help="photograph size for the reconstructions")
+    parser.add_argument(
+        "--size", type=int, default=224, help="photograph size for the reconstructions (default 224)"
+    )
     parser.add_argument("--channels", type=int, default=4, help="channels per layer for the table")
     parser.add_argument("--unit-size", type=int, default=64, help="input size for unit visualisation")
     parser.add_argument("--unit-steps", type=int, default=30)
@@ -42,6 +44,7 @@ def main() -> None:
     if args.set in ("reconstructions", "all"):
         t = time.perf_counter()
         photos = vgg16.load_photos(args.size)
+        features.input_shape = (3, args.size, args.size)  # what preprocess resizes to: keep the photos' size
         x = np.concatenate([preprocess(p, features) for p in photos.values()])
         recons = vgg16.reconstruct_units(features, x, channels_per_layer=args.channels)
         figures = vgg16.reconstruction_figure(features, photos, recons, out)

@@ -614,6 +614,8 @@ def _import(model, where, folder, dtype):
         onnx_shapes[out] = (BATCH, *ctx.onnx_shape) if ctx.onnx_shape is not None else (BATCH,)
     if not dead and outputs and state["last"] != outputs[0]:
         problems.append(f"the graph output {outputs[0]!r} is not the end of the image's path")
+    if not dead and not items:
+        problems.append("no node of the graph acts on the image: there is nothing to import")
     if not dead and state["perm"] is not None:
         problems.append("a Transpose before the flatten must be followed by a dense layer (Gemm/MatMul)")
     if problems:

@@ -274,15 +274,15 @@ def unit_models(
     out_dir,
     units=(("block4_conv3", 2), ("block5_conv3", 2)),
     size: int = 64,
-    steps: int = 60,
-    lr: float = 4000.0,
+    steps: int = 30,
+    lr: float = 300.0,  # Caffe input is in 0-255 units: large steps, a small λ
     l2: float = 1e-4,
     seed: int = 0,
     scale: int = 3,
 ):
-    """Activation maximisation of the ``n`` most responsive channels of each
-    layer (on the zero image's neighbourhood: the channels with the largest
-    gradient norm at the mean image), with each of ``UNIT_SETTINGS``.
+    """Activation maximisation of the ``n`` channels of each layer with the
+    largest mean activation on the zero image (the mean pixel), with each of
+    ``UNIT_SETTINGS``.
     Returns [(path, caption)] and the final scores."""
     figures, scores = [], {}
     tiles, captions = [], []
@@ -346,9 +346,10 @@ def tumour_class_models(
 
 
 def vgg16_section(
-    out_dir, size: int = 128, names=PHOTOS, unit_steps: int = 60, class_steps: int = 30, log=print
+    out_dir, size: int = 224, names=PHOTOS, unit_steps: int = 30, class_steps: int = 6, log=print
 ) -> dict:
-    """Every VGG-16 picture set into ``out_dir``.
+    """Every VGG-16 picture set into ``out_dir`` (the defaults of examples/vgg16_figures.py;
+    about 45 minutes on the loaded 2-core machine, so the demo keeps it behind a flag).
 
     Returns {"figures": [(path, caption)], "table": rows, "table_markdown": str,
     "deconvnet_check": float, "seconds": {set: s}} — for docs/vgg16.md and the
@@ -360,6 +361,7 @@ def vgg16_section(
     seconds, figures = {}, []
     t = time.perf_counter()
     photos = load_photos(size, names)
+    features.input_shape = (3, size, size)  # what preprocess resizes to: keep the photos' size
     x = np.concatenate([preprocess(p, features) for p in photos.values()])
     recons = reconstruct_units(features, x)
     figures += reconstruction_figure(features, photos, recons, out_dir)
@@ -369,6 +371,7 @@ def vgg16_section(
     seconds["reconstructions and table"] = time.perf_counter() - t
     log(f"reconstructions, table and check: {seconds['reconstructions and table']:.0f} s")
     t = time.perf_counter()
+    features.input_shape = (3, 224, 224)
     unit_figs, _ = unit_models(features, out_dir, steps=unit_steps)
     figures += unit_figs
     seconds["unit models"] = time.perf_counter() - t
