@@ -187,12 +187,14 @@ def table_markdown(rows) -> str:
     return "\n".join(lines)
 
 
-def reconstruction_figure(net, photos, recons, out_dir, scale: int = 2) -> list[tuple[Path, str]]:
+def reconstruction_figure(net, photos, recons, out_dir, scale=None) -> list[tuple[Path, str]]:
     """One PNG per layer: rows = photographs, columns = the photo and the three rules
     for that photo's most active channel. Returns [(path, caption)]."""
     out_dir = Path(out_dir)
     figures = []
     names = list(photos)
+    if scale is None:  # small photographs enlarged for display, 224 shown as is
+        scale = 2 if next(iter(photos.values())).shape[0] < 160 else 1
     for layer, entry in recons.items():
         tiles, captions = [], []
         for q, name in enumerate(names):
@@ -213,11 +215,13 @@ def reconstruction_figure(net, photos, recons, out_dir, scale: int = 2) -> list[
     return figures
 
 
-def channels_figure(net, photos, recons, layer, out_dir, scale: int = 2) -> tuple[Path, str]:
+def channels_figure(net, photos, recons, layer, out_dir, scale=None) -> tuple[Path, str]:
     """The unit-dependence pictures: one photograph, several channels of one
     layer, each rule a row (DeconvNet rows look alike; gradient rows do not)."""
     entry = recons[layer]
     name = list(photos)[0]
+    if scale is None:
+        scale = 2 if photos[name].shape[0] < 160 else 1
     tiles, captions = [], []
     for rule in RULES:
         for i, k in enumerate(entry["channels"]):
@@ -295,12 +299,13 @@ def unit_models(
         for label, extra in UNIT_SETTINGS.items():
             models = class_models(net, chosen, steps=steps, lr=lr, l2=l2, seed=seed, progress=False, **extra)
             for cm in models:
-                tiles.append(cm.image)
+                tiles.append(_rgb_display(cm.input, net))  # block5's changes are small: stretched
                 captions.append(f"{layer} ch {cm.target}: {label} (mean act. {cm.score:.0f})")
                 scores[(layer, cm.target, label)] = cm.score
     title = (
         f"Units of VGG-16 maximised from the mean image ({size}x{size} input, {steps} steps, "
-        f"lr {lr:g}, L2 {l2:g}); columns: L2 only | L2 + jitter + blur"
+        f"lr {lr:g}, L2 {l2:g}), contrast-stretched (grey = the mean pixel); columns: L2 only | "
+        "L2 + jitter + blur"
     )
     cols = 2 * 2  # per layer: n channels x 2 settings, arranged in one row
     image = montage(_reorder(tiles, units), _reorder(captions, units), columns=cols, scale=scale, title=title)
