@@ -708,3 +708,13 @@ def test_real_vgg16_convert_matches_onnxruntime(real_file, tmp_path, capsys):
     print(f"real VGG-16: max |S - S_ort| / max |S_ort| = {rel:.2e}")
     assert rel < 1e-5  # float32 rounding over 16 layers; a wrong layer gives O(1)
     np.testing.assert_allclose(_softmax(scores.astype(np.float64)), probs_ref, atol=1e-6)
+
+
+def test_attribute_of_the_wrong_type_is_a_clean_error():
+    node = helper.make_node("MaxPool", ["x"], ["z"], name="odd_pool", kernel_shape=2.5)
+    inp = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4, 4])
+    out = helper.make_tensor_value_info("z", TensorProto.FLOAT, None)
+    with pytest.raises(WeightsError):
+        from tinyconv.models.onnxfile import loads_onnx
+
+        loads_onnx(_model([node], {}, inp, out).SerializeToString())

@@ -95,3 +95,25 @@ def test_tumour_classifier_matches_its_own_preprocessing():
     assert np.abs(x[0].transpose(1, 2, 0) - theirs).mean() < 0.05
     scores = net.predict(x)
     assert scores.shape == (1, 4) and np.isfinite(scores).all()
+
+
+def test_explicit_deconvnet_equals_the_deconvnet_rule_on_vgg16(features):
+    """Simonyan et al. §4 on the real network: tc.deconvnet.reconstruct (no backward
+    calls) equals backward with rule="deconvnet", in float64 (a 32x32 input keeps it quick)."""
+    from tinyconv.pictures import vgg16
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    err = vgg16.deconvnet_check(features, photo, layer="block4_conv3", size=32)
+    assert err < 1e-12
+    assert features.dtype == np.float32  # restored
+
+
+def test_unit_dependence_measures_correlations():
+    from tinyconv.pictures import vgg16
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((1, 2, 3, 8, 8))  # the same map for every channel of a photo
+    same_per_photo = np.repeat(base, 3, axis=0) + 1e-3 * rng.standard_normal((3, 2, 3, 8, 8))
+    rows = vgg16.unit_dependence({"L": {"gradient": same_per_photo}}, rules=("gradient",))
+    assert rows[0]["same_photo"] > 0.99 and abs(rows[0]["same_channel"]) < 0.3

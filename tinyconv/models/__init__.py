@@ -5,6 +5,8 @@
 - ``torchfile``, ``safetensors``: torch-free readers of foreign weight files.
 - ``checkpoint``: a state_dict of a known architecture -> a network.
 - ``fromtorch``: a live ``torch.nn`` module -> a network.
+- ``onnxfile``: ONNX chain graphs -> a network (``tc.load_onnx``), with the ``onnx`` package only.
+- ``zoo``: real trained networks to be had offline (``tc.zoo``: the ILSVRC VGG-16).
 """
 
 from .registry import (

@@ -429,7 +429,7 @@ def load_onnx(path, dtype=None) -> Sequential:
     size = path.stat().st_size
     if size > MAX_BYTES:
         raise WeightsError(f"{path} is {size} bytes, larger than an ONNX protobuf can be (2 GiB)")
-    net = _import(_parse(path.read_bytes(), str(path)), str(path), path.parent, dtype)
+    net = _guarded_import(_parse(path.read_bytes(), str(path)), str(path), path.parent, dtype)
     from .native import sha256
 
     net.meta.update({"source": path.name, "source_sha256": sha256(path)})
@@ -438,7 +438,18 @@ def load_onnx(path, dtype=None) -> Sequential:
 
 def loads_onnx(data: bytes, dtype=None) -> Sequential:
     """``load_onnx`` from bytes in memory (external data is then refused)."""
-    return _import(_parse(bytes(data), "ONNX bytes"), "ONNX bytes", None, dtype)
+    return _guarded_import(_parse(bytes(data), "ONNX bytes"), "ONNX bytes", None, dtype)
+
+
+def _guarded_import(model, where, folder, dtype):
+    """``_import``, with a damaged graph's odd values (an attribute of the wrong
+    type, a missing input) reported as a WeightsError rather than a traceback."""
+    try:
+        return _import(model, where, folder, dtype)
+    except WeightsError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError) as exc:
+        raise WeightsError(f"{where}: malformed ONNX graph ({type(exc).__name__}: {exc})") from None
 
 
 def _static_problems(node, op, attrs, opset) -> list[str]:
@@ -614,6 +625,8 @@ def _import(model, where, folder, dtype):
         onnx_shapes[out] = (BATCH, *ctx.onnx_shape) if ctx.onnx_shape is not None else (BATCH,)
     if not dead and outputs and state["last"] != outputs[0]:
         problems.append(f"the graph output {outputs[0]!r} is not the end of the image's path")
+    if not dead and not items:
+        problems.append("no node of the graph acts on the image: there is nothing to import")
     if not dead and state["perm"] is not None:
         problems.append("a Transpose before the flatten must be followed by a dense layer (Gemm/MatMul)")
     if problems:

