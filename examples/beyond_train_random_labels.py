@@ -1,6 +1,6 @@
 """Train the data-randomisation pair of docs/beyond.md (beyond the paper).
 
-The Fashion-MNIST ConvNet architecture (tinyconv.engine.train.fashion_cnn) trained
+The Fashion-MNIST ConvNet architecture (models.build("fashion-cnn")) trained
 twice by tinyconv on the first N training images: on the true labels, and on
 permuted labels until it memorises them (Adebayo et al. 2018, data randomisation).
 
@@ -15,7 +15,6 @@ from pathlib import Path
 
 import tinyconv as tc
 from tinyconv.datasets.mnist import FASHION_CLASSES, load_fashion_mnist
-from tinyconv.engine.train import fashion_cnn
 from tinyconv.methods.sanity import train_label_pair
 
 
@@ -33,7 +32,7 @@ def main():
     mean, std = images.mean() / 255.0, images.std() / 255.0
     t0 = time.perf_counter()
     net_true, net_random, record = train_label_pair(
-        images, labels, lambda: fashion_cnn(classes=FASHION_CLASSES), mean, std,
+        images, labels, lambda: tc.models.build("fashion-cnn", classes=FASHION_CLASSES), mean, std,
         epochs_true=a.epochs_true, max_epochs_random=a.max_epochs_random, lr=a.lr, seed=a.seed, log=print,
     )  # fmt: skip
     out = Path(a.output)

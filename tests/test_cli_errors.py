@@ -2,9 +2,7 @@
 
 Each case runs ``tinyconv ...`` in this process through ``tinyconv.cli.main``
 (fast), except those that need a process of their own (a memory cap, a
-hang). Cases whose fix belongs to another branch are marked
-``xfail(strict=True, reason="fixed on the pictures branch")``: they must
-start passing when the branches merge. Also here: the library arguments the
+hang). Also here: the library arguments the
 issue lists (TinyconvErrors naming the argument), atomic and exclusive
 writes (two processes saving one path; a symlink planted at a temporary
 name is never written through), and read-only / full file systems.
@@ -35,7 +33,6 @@ from tinyconv.errors import NumericalError, OptionError, OutputError, TargetErro
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = 8
-PICTURES = pytest.mark.xfail(strict=True, reason="fixed on the pictures branch")
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # the 3e38 weights
 
 
@@ -201,7 +198,7 @@ CASES = {
 }  # fmt: skip
 
 #: the cases another branch fixes (in the library): expected to fail here until the merge
-PICTURES_CASES = {
+IMAGE_AND_LOCALISATION_CASES = {
     "localize --bg-quantile 0.9 --fg-quantile 0.2": (["localize", "{d}/img.png", "--weights", "{d}/tiny.npz",
                                                       "--bg-quantile", "0.9", "--fg-quantile", "0.2", "-o",
                                                       "{o}"], "quantile"),
@@ -222,10 +219,9 @@ def test_bad_input_is_one_line_and_exit_2(name, files, tmp_path, capsys):
     assert not out.exists() or not any(out.iterdir()), f"{name} wrote {list(out.iterdir())}"
 
 
-@PICTURES
-@pytest.mark.parametrize("name", list(PICTURES_CASES))
-def test_bad_input_fixed_on_the_pictures_branch(name, files, tmp_path, capsys):
-    template, match = PICTURES_CASES[name]
+@pytest.mark.parametrize("name", list(IMAGE_AND_LOCALISATION_CASES))
+def test_bad_image_and_localisation_input(name, files, tmp_path, capsys):
+    template, match = IMAGE_AND_LOCALISATION_CASES[name]
     run_fails(_argv(template, files, tmp_path / "out"), capsys, match)
 
 
@@ -240,7 +236,6 @@ def test_convert_same_file_leaves_the_source_alone(files, tmp_path, capsys):
     assert source.read_bytes() == before
 
 
-@PICTURES
 def test_localize_two_images_of_one_name_write_two_pictures(files, tmp_path, capsys):
     out = tmp_path / "out"
     images = [files / "a" / "x.png", files / "b" / "x.png"]
@@ -250,7 +245,6 @@ def test_localize_two_images_of_one_name_write_two_pictures(files, tmp_path, cap
     assert len([p for p in out.iterdir() if p.suffix == ".png"]) >= 2
 
 
-@PICTURES
 def test_demo_weights_folder_writes_inside_its_output(files, tmp_path, capsys):
     weights = tmp_path / "w"
     weights.mkdir()
@@ -292,7 +286,6 @@ def test_huge_image_on_a_net_without_input_shape_is_a_clean_error(tmp_path):
     assert len(err.splitlines()) == 1 and ("memory" in err or "fit" in err), err
 
 
-@PICTURES
 def test_localize_with_nan_gamma_ends(tmp_path):
     """tc.localize(gamma=nan) used to hang forever in the max-flow loop: a child with a time limit."""
     code = """
@@ -436,7 +429,6 @@ def test_non_finite_scores_name_the_layer(files):
     assert np.isfinite(tc.saliency(tc.load(files / "tiny.npz"), x)).all()  # the check passes good nets
 
 
-@PICTURES
 def test_preprocess_of_an_empty_image_is_a_tinyconv_error(files):
     with pytest.raises(TinyconvError):
         tc.preprocess(np.zeros((0, 0), np.uint8), tc.load(files / "tiny.npz"))

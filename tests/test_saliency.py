@@ -273,4 +273,4 @@ def test_eval_mode_turns_dropout_off_and_restores_each_layers_mode():
     with sal.eval_mode(net) as same:
         assert same is net and not any(layer.training for layer in net)
     assert [layer.training for layer in net] == before
-    assert not hasattr(sal, "eval_mode")
+    assert not hasattr(sal, "inference_mode")

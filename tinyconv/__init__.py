@@ -31,7 +31,10 @@ from .errors import (
     DataError,
     DeviceError,
     MissingDependency,
+    NumericalError,
     OptionError,
+    OutputError,
+    PrecisionWarning,
     RuleError,
     ShapeError,
     TargetError,
@@ -57,8 +60,9 @@ __all__ = [
     # devices
     "cuda_available", "device_of", "get_array_module", "to_device", "to_numpy",
     # errors
-    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "OptionError", "RuleError",
-    "ShapeError", "TargetError", "TinyconvError", "WeightsError",
+    "ArgumentTypeError", "DataError", "DeviceError", "MissingDependency", "NumericalError", "OptionError",
+    "OutputError", "PrecisionWarning", "RuleError", "ShapeError", "TargetError", "TinyconvError",
+    "WeightsError",
     # the engine
     "Sequential", "Conv2d", "ReLU", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Linear", "Flatten",
     "Dropout",

@@ -37,17 +37,13 @@ DTYPES = {
 MAX_HEADER = 100 * 1024 * 1024
 
 
-class _DuplicateKey(Exception):
-    pass
-
-
 def _no_duplicates(pairs):
     """json object hook: a header naming one key twice is refused (which value
     would count is not defined)."""
     out = {}
     for key, value in pairs:
         if key in out:
-            raise _DuplicateKey(key)
+            raise WeightsError(key)  # given its file name below
         out[key] = value
     return out
 
@@ -70,7 +66,7 @@ def read_safetensors(path) -> tuple[dict[str, Tensor], dict]:
         except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
             detail = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
             raise WeightsError(f"{where}: the safetensors header is not valid JSON ({detail})") from None
-        except _DuplicateKey as exc:
+        except WeightsError as exc:
             raise WeightsError(f"{where}: the safetensors header names {exc.args[0]!r:.120} twice") from None
         if not isinstance(header, dict):
             raise WeightsError(f"{where}: the safetensors header is not a JSON object")

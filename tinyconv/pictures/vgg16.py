@@ -50,7 +50,7 @@ from ..engine.network import Sequential
 from ..errors import DataError
 from ..methods.classviz import class_models
 from ..methods.deconvnet import reconstruct
-from ..methods.saliency import inference_mode
+from ..methods.saliency import eval_mode
 from ..models import zoo
 from .imaging import contrast_image, montage, preprocess, save_png
 
@@ -117,7 +117,7 @@ def reconstruct_units(net, x, layers=LAYERS, channels_per_layer: int = 4, rules=
     layer and rule, each for the whole batch.
     """
     out = {}
-    with inference_mode(net):
+    with eval_mode(net):
         net.forward_to(x, f"{layers[-1]}_relu", keep=True)
         acts = {layer: net.activations[f"{layer}_relu"] for layer in layers}
         for layer in layers:
@@ -240,7 +240,7 @@ def deconvnet_check(net, photo, layer: str = "block4_conv3", size: int = 64) -> 
     x = preprocess(im, net64, dtype=np.float64)
     start = f"{layer}_relu"
     explicit = reconstruct(net64, x, layer=start)  # unit None: the most active map
-    with inference_mode(net64), net64.relu_rule("deconvnet"):
+    with eval_mode(net64), net64.relu_rule("deconvnet"):
         a = net64.forward_to(x, start)
         k = int(a.reshape(a.shape[1], -1).max(axis=1).argmax())
         seed = np.zeros_like(a)
@@ -292,7 +292,7 @@ def unit_models(
     tiles, captions = [], []
     for layer, n in units:
         net = _unit_net(features, layer, size)
-        with inference_mode(net):
+        with eval_mode(net):
             s0 = net.forward(np.zeros((1, 3, size, size), dtype=net.dtype))[0]
         # channels whose mean is most easily raised from the mean image: the largest initial score
         chosen = [int(k) for k in np.argsort(-s0)[:n]]
