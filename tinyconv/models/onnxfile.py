@@ -291,77 +291,129 @@ def _evaluate(node, args, attrs, opset, folder, where):
     values do not allow it."""
     op = node.op_type
     if op == "Constant":
-        if "value" in attrs:
-            return [_tensor(attrs["value"], folder, where)]
-        for key, kind in (
-            ("value_float", np.float32),
-            ("value_floats", np.float32),
-            ("value_int", np.int64),
-            ("value_ints", np.int64),
-        ):
-            if key in attrs:
-                return [np.asarray(attrs[key], dtype=kind)]
-        raise ValueError(f"attributes {sorted(attrs)} are not supported")
-    if op == "Identity":
-        return [args[0]]
-    if op == "Cast":
-        target = _np_dtype(attrs["to"], "Cast")
-        a = args[0]
-        return [a if a.dtype == object else a.astype(target)]
-    if op == "Gather":
-        taken = np.take(args[0], args[1].astype(np.int64), axis=int(attrs.get("axis", 0)))
-        return [np.asarray(taken, dtype=args[0].dtype)]
-    if op == "Slice":
-        data = args[0]
-        if opset < 10:
-            starts, ends = attrs["starts"], attrs["ends"]
-            axes, steps = attrs.get("axes", list(range(len(starts)))), [1] * len(starts)
-        else:
-            starts, ends = _ints(args[1]), _ints(args[2])
-            axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(len(starts)))
-            steps = _ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
-        index = [slice(None)] * data.ndim
-        for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
-            index[ax % data.ndim] = slice(s, e, st)
-        return [data[tuple(index)]]
-    if op == "Concat":
-        arrays = [np.atleast_1d(a) for a in args]
-        kind = object if any(a.dtype == object for a in arrays) else None
-        return [np.concatenate([a.astype(kind) if kind else a for a in arrays], axis=int(attrs["axis"]))]
-    if op in ("Unsqueeze", "Squeeze"):
-        axes = (
-            attrs.get("axes")
-            if opset < 13 or "axes" in attrs
-            else (_ints(args[1]) if len(args) > 1 and args[1] is not None else None)
-        )
-        a = args[0]
-        if op == "Squeeze":
-            return [np.squeeze(a) if axes is None else np.squeeze(a, axis=tuple(ax % a.ndim for ax in axes))]
-        rank = a.ndim + len(axes)
-        for ax in sorted(ax % rank for ax in axes):
-            a = np.expand_dims(a, ax)
-        return [a]
-    if op == "Reshape":
-        shape = _ints(args[1])
-        keep = not attrs.get("allowzero")
-        shape = [args[0].shape[i] if v == 0 and keep else v for i, v in enumerate(shape)]
-        return [args[0].reshape(shape)]
-    if op == "Transpose":
-        return [np.transpose(args[0], attrs.get("perm"))]
-    if op in ("Mul", "Add", "Sub", "Div"):
-        if any(a.dtype == object for a in args):
-            raise TypeError("arithmetic on the batch size")
-        a, b = args
-        out = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract}.get(op)
-        if out is not None:
-            return [out(a, b).astype(np.result_type(a, b))]
-        return [(a // b) if a.dtype.kind in "iu" else (a / b).astype(a.dtype)]
-    if op in ("Neg", "Sqrt", "Reciprocal"):
-        a = args[0]
-        if a.dtype == object:
-            raise TypeError("arithmetic on the batch size")
-        return [{"Neg": np.negative, "Sqrt": np.sqrt, "Reciprocal": np.reciprocal}[op](a)]
-    raise ValueError("not a constant op")
+        return [_constant(attrs, folder, where)]
+    if op not in _CONST_EVAL:
+        raise ValueError("not a constant op")
+    return [_CONST_EVAL[op](op, args, attrs, opset)]
+
+
+def _constant(attrs, folder, where):
+    if "value" in attrs:
+        return _tensor(attrs["value"], folder, where)
+    for key, kind in (
+        ("value_float", np.float32),
+        ("value_floats", np.float32),
+        ("value_int", np.int64),
+        ("value_ints", np.int64),
+    ):
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=kind)
+    raise ValueError(f"attributes {sorted(attrs)} are not supported")
+
+
+# Each handler below: (op, args, attrs, opset) -> the node's one output.
+
+
+def _const_identity(op, args, attrs, opset):
+    return args[0]
+
+
+def _const_cast(op, args, attrs, opset):
+    target = _np_dtype(attrs["to"], "Cast")
+    a = args[0]
+    return a if a.dtype == object else a.astype(target)
+
+
+def _const_gather(op, args, attrs, opset):
+    taken = np.take(args[0], args[1].astype(np.int64), axis=int(attrs.get("axis", 0)))
+    return np.asarray(taken, dtype=args[0].dtype)
+
+
+def _const_slice(op, args, attrs, opset):
+    data = args[0]
+    if opset < 10:  # starts, ends and axes were attributes before opset 10
+        starts, ends = attrs["starts"], attrs["ends"]
+        axes, steps = attrs.get("axes", list(range(len(starts)))), [1] * len(starts)
+    else:
+        starts, ends = _ints(args[1]), _ints(args[2])
+        axes = _ints(args[3]) if len(args) > 3 and args[3] is not None else list(range(len(starts)))
+        steps = _ints(args[4]) if len(args) > 4 and args[4] is not None else [1] * len(starts)
+    index = [slice(None)] * data.ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
+        index[ax % data.ndim] = slice(s, e, st)
+    return data[tuple(index)]
+
+
+def _const_concat(op, args, attrs, opset):
+    arrays = [np.atleast_1d(a) for a in args]
+    kind = object if any(a.dtype == object for a in arrays) else None
+    return np.concatenate([a.astype(kind) if kind else a for a in arrays], axis=int(attrs["axis"]))
+
+
+def _const_squeeze(op, args, attrs, opset):
+    """Squeeze and Unsqueeze (axes an input from opset 13 on)."""
+    axes = (
+        attrs.get("axes")
+        if opset < 13 or "axes" in attrs
+        else (_ints(args[1]) if len(args) > 1 and args[1] is not None else None)
+    )
+    a = args[0]
+    if op == "Squeeze":
+        return np.squeeze(a) if axes is None else np.squeeze(a, axis=tuple(ax % a.ndim for ax in axes))
+    rank = a.ndim + len(axes)
+    for ax in sorted(ax % rank for ax in axes):
+        a = np.expand_dims(a, ax)
+    return a
+
+
+def _const_reshape(op, args, attrs, opset):
+    shape = _ints(args[1])
+    keep = not attrs.get("allowzero")
+    shape = [args[0].shape[i] if v == 0 and keep else v for i, v in enumerate(shape)]
+    return args[0].reshape(shape)
+
+
+def _const_transpose(op, args, attrs, opset):
+    return np.transpose(args[0], attrs.get("perm"))
+
+
+def _const_binary(op, args, attrs, opset):
+    """Mul, Add, Sub, Div (floor division // on integers)."""
+    if any(a.dtype == object for a in args):
+        raise TypeError("arithmetic on the batch size")
+    a, b = args
+    out = {"Mul": np.multiply, "Add": np.add, "Sub": np.subtract}.get(op)
+    if out is not None:
+        return out(a, b).astype(np.result_type(a, b))
+    return (a // b) if a.dtype.kind in "iu" else (a / b).astype(a.dtype)
+
+
+def _const_unary(op, args, attrs, opset):
+    a = args[0]
+    if a.dtype == object:
+        raise TypeError("arithmetic on the batch size")
+    return {"Neg": np.negative, "Sqrt": np.sqrt, "Reciprocal": np.reciprocal}[op](a)
+
+
+# the constant ops _evaluate folds, besides Constant (Shape is read off the walk's shapes instead)
+_CONST_EVAL = {
+    "Identity": _const_identity,
+    "Cast": _const_cast,
+    "Gather": _const_gather,
+    "Slice": _const_slice,
+    "Concat": _const_concat,
+    "Unsqueeze": _const_squeeze,
+    "Squeeze": _const_squeeze,
+    "Reshape": _const_reshape,
+    "Transpose": _const_transpose,
+    "Mul": _const_binary,
+    "Add": _const_binary,
+    "Sub": _const_binary,
+    "Div": _const_binary,
+    "Neg": _const_unary,
+    "Sqrt": _const_unary,
+    "Reciprocal": _const_unary,
+}
 
 
 # ----------------------------------------------------------------------------
@@ -484,16 +536,45 @@ def _static_problems(node, op, attrs, opset) -> list[str]:
 
 
 def _import(model, where, folder, dtype):
+    """The ``Sequential`` the graph computes, or one WeightsError listing every refused part."""
     graph = model.graph
     opset = next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), 1)
     problems = _Problems()
+    consts = _initializers(graph, folder, where, problems)
+    image, outputs = _image_input(graph, consts, problems)
+    nodes = list(graph.node)
+    data, consumers = _image_path(nodes, image, problems)
+    meta = {
+        "format": "onnx",
+        "onnx_producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "onnx_opset": opset,
+        "onnx_graph": graph.name,
+        "onnx_input": image[0] if image else None,
+        "onnx_output": outputs[0] if outputs else None,
+        "input_layout": "NCHW",
+        "output_activation": None,
+    }
+    ctx = _Context(_start_state(image), consts, problems, _Namer(), [])
+    walk = _Walk(ctx, meta, opset, folder, where, data, consumers, outputs)
+    walk.run(nodes)
+    walk.finish()
+    if problems:
+        listing = "; ".join(problems)
+        raise WeightsError(f"{where}: cannot import {len(problems)} part(s) of the graph: {listing}")
+    return _network(ctx.items, dtype, image, meta, where)
+
+
+def _initializers(graph, folder, where, problems) -> dict[str, np.ndarray]:
     consts: dict[str, np.ndarray] = {}
     for init in graph.initializer:
         consts[init.name] = _tensor(init, folder, where)
     for sparse in graph.sparse_initializer:
         problems.append(f"sparse initializer {sparse.values.name!r} is not supported")
+    return consts
 
-    # --- the image input
+
+def _image_input(graph, consts, problems):
+    """(name, [N, d1, d2, d3]) of the one image input (None when there is none), and the output names."""
     inputs = [i for i in graph.input if i.name not in consts]
     image = None
     for inp in inputs:
@@ -510,9 +591,12 @@ def _import(model, where, folder, dtype):
     outputs = [o.name for o in graph.output]
     if len(outputs) != 1:
         problems.append(f"the graph has {len(outputs)} outputs ({', '.join(outputs)}); tinyconv needs one")
+    return image, outputs
 
-    # --- which tensors depend on the image, and who consumes them
-    nodes = list(graph.node)
+
+def _image_path(nodes, image, problems):
+    """The tensors that depend on the image, and the nodes consuming each;
+    refuses branches, skip connections and foreign operator domains."""
     data = {image[0]} if image else set()
     consumers: dict[str, list] = {}
     for node in nodes:
@@ -531,21 +615,11 @@ def _import(model, where, folder, dtype):
             problems.node(node, f"operator domain {node.domain!r} is not supported")
         if sum(i in data for i in node.input if i) > 1:
             problems.node(node, "joins two paths of the image (a skip connection)")
+    return data, consumers
 
-    scopes = _scopes(nodes)
-    namer = _Namer()
-    items: list = []  # (name, layer) pairs and _Affine maps, in order
-    onnx_shapes: dict[str, tuple] = {}  # data tensor -> its shape in ONNX's layout, BATCH first
-    meta = {
-        "format": "onnx",
-        "onnx_producer": f"{model.producer_name} {model.producer_version}".strip(),
-        "onnx_opset": opset,
-        "onnx_graph": graph.name,
-        "onnx_input": image[0] if image else None,
-        "onnx_output": outputs[0] if outputs else None,
-        "input_layout": "NCHW",
-        "output_activation": None,
-    }
+
+def _start_state(image) -> dict:
+    """The data path's state at the image input (shape without the batch, in ONNX's layout)."""
     state = {
         "layout": "INPUT",
         "shape": None,
@@ -555,83 +629,116 @@ def _import(model, where, folder, dtype):
     }
     if image:
         state["shape"] = tuple(v if v else _Symbol("?") for v in image[1][1:])
-        onnx_shapes[image[0]] = (BATCH, *state["shape"])
+    return state
 
-    ctx = _Context(state, consts, problems, namer, items)
-    dead = bool(problems)  # after a problem on the data path: check the rest, build nothing
-    softmax_node = None
-    failed: set[str] = set()  # constant outputs that could not be evaluated
-    for index, node in enumerate(nodes):
-        op, ins, attrs = node.op_type, list(node.input), _attrs(node)
-        # ---- constants and shape arithmetic
-        if op == "Shape":
-            if ins and ins[0] in onnx_shapes:
-                shape = np.array(onnx_shapes[ins[0]], dtype=object)
-                consts[node.output[0]] = shape[attrs.get("start", 0) : attrs.get("end", None)]
-            elif ins and ins[0] in consts:
-                consts[node.output[0]] = np.array(consts[ins[0]].shape, dtype=np.int64)
-            elif not dead:
-                problems.node(node, "takes the shape of a tensor whose shape is unknown here")
-            continue
-        if not any(i in data for i in ins if i):
-            if any(i in failed for i in ins):  # fed by a node already reported
-                failed.update(node.output)
-                continue
-            failed.update(node.output)  # until evaluated below
-            if op not in CONST_OPS:
-                problems.node(node, "operator is not supported on constants (only shape arithmetic folds)")
-                continue
-            args = [consts.get(i) if i else None for i in ins]
-            if any(a is None for a, i in zip(args, ins, strict=True) if i):
-                if not dead:
-                    problems.node(node, "an input is neither a constant nor the image path")
-                continue
-            try:
-                outs = _evaluate(node, args, attrs, opset, folder, where)
-            except WeightsError:
-                raise
-            except Exception as exc:
-                problems.node(node, f"cannot be evaluated on its constants ({type(exc).__name__}: {exc})")
-                continue
-            for name, value in zip(node.output, outs, strict=False):
-                consts[name] = value
-                failed.discard(name)
-            continue
-        # ---- the data path
-        out = node.output[0]
-        if softmax_node is not None:
-            problems.node(softmax_node, "Softmax/LogSoftmax is supported only as the last node")
-            softmax_node, dead = None, True
-        static = _static_problems(node, op, attrs, opset)
-        used = [o for o in node.output[1:] if o and (o in consumers or o in outputs)]
+
+class _Walk:
+    """One pass over the nodes in graph order: constants are evaluated, nodes on
+    the image's path become layers (``_data_node``), and every refusal is
+    recorded; after a problem on the data path (``dead``) it checks the rest and
+    builds nothing."""
+
+    def __init__(self, ctx, meta, opset, folder, where, data, consumers, outputs):
+        self.ctx, self.meta, self.opset, self.folder, self.where = ctx, meta, opset, folder, where
+        self.data, self.consumers, self.outputs = data, consumers, outputs
+        self.consts, self.problems, self.state = ctx.consts, ctx.problems, ctx.state
+        self.onnx_shapes: dict[str, tuple] = {}  # data tensor -> its shape in ONNX's layout, BATCH first
+        if self.state["last"] is not None:
+            self.onnx_shapes[self.state["last"]] = (BATCH, *self.state["shape"])
+        self.dead = bool(self.problems)
+        self.softmax_node = None  # a Softmax/LogSoftmax seen: no node may follow it
+        self.failed: set[str] = set()  # constant outputs that could not be evaluated
+
+    def run(self, nodes):
+        for node, scope in zip(nodes, _scopes(nodes), strict=True):
+            ins, attrs = list(node.input), _attrs(node)
+            if node.op_type == "Shape":
+                self.shape_of(node, ins, attrs)
+            elif not any(i in self.data for i in ins if i):
+                self.constant(node, ins, attrs)
+            else:
+                self.on_path(node, scope, ins, attrs)
+
+    def shape_of(self, node, ins, attrs):
+        """Shape of a data tensor (the batch size symbolic) or of a constant."""
+        if ins and ins[0] in self.onnx_shapes:
+            shape = np.array(self.onnx_shapes[ins[0]], dtype=object)
+            self.consts[node.output[0]] = shape[attrs.get("start", 0) : attrs.get("end", None)]
+        elif ins and ins[0] in self.consts:
+            self.consts[node.output[0]] = np.array(self.consts[ins[0]].shape, dtype=np.int64)
+        elif not self.dead:
+            self.problems.node(node, "takes the shape of a tensor whose shape is unknown here")
+
+    def constant(self, node, ins, attrs):
+        """A node off the image's path: evaluated now, its outputs become constants."""
+        if any(i in self.failed for i in ins):  # fed by a node already reported
+            self.failed.update(node.output)
+            return
+        self.failed.update(node.output)  # until evaluated below
+        if node.op_type not in CONST_OPS:
+            self.problems.node(node, "operator is not supported on constants (only shape arithmetic folds)")
+            return
+        args = [self.consts.get(i) if i else None for i in ins]
+        if any(a is None for a, i in zip(args, ins, strict=True) if i):
+            if not self.dead:
+                self.problems.node(node, "an input is neither a constant nor the image path")
+            return
+        try:
+            outs = _evaluate(node, args, attrs, self.opset, self.folder, self.where)
+        except WeightsError:
+            raise
+        except Exception as exc:
+            self.problems.node(node, f"cannot be evaluated on its constants ({type(exc).__name__}: {exc})")
+            return
+        for name, value in zip(node.output, outs, strict=False):
+            self.consts[name] = value
+            self.failed.discard(name)
+
+    def on_path(self, node, scope, ins, attrs):
+        """A node on the image's path: checked, then built into layers."""
+        op, out, state, ctx = node.op_type, node.output[0], self.state, self.ctx
+        if self.softmax_node is not None:
+            self.problems.node(self.softmax_node, "Softmax/LogSoftmax is supported only as the last node")
+            self.softmax_node, self.dead = None, True
+        static = _static_problems(node, op, attrs, self.opset)
+        used = [o for o in node.output[1:] if o and (o in self.consumers or o in self.outputs)]
         if used:
             static.append(f"output(s) {', '.join(used)} are used; tinyconv keeps only the first")
         for why in static:
-            problems.node(node, why)
-        if static or dead:
-            dead = True
+            self.problems.node(node, why)
+        if static or self.dead:
+            self.dead = True
             state["last"] = out
-            continue
-        ctx.node, ctx.scope = node, scopes[index]
-        ok = _data_node(ctx, op, ins, attrs, opset)
-        if ok == "softmax":
-            softmax_node = node
-            meta["output_activation"] = op
+            return
+        ctx.node, ctx.scope = node, scope
+        ok = _data_node(ctx, op, ins, attrs, self.opset)
+        if ok == "softmax":  # stripped: forward returns the scores before it
+            self.softmax_node = node
+            self.meta["output_activation"] = op
         elif ok == "input_transpose":
-            meta["input_layout"] = "NHWC"
+            self.meta["input_layout"] = "NHWC"
         elif not ok:
-            dead = True
+            self.dead = True
         state["last"] = out
-        onnx_shapes[out] = (BATCH, *ctx.onnx_shape) if ctx.onnx_shape is not None else (BATCH,)
-    if not dead and outputs and state["last"] != outputs[0]:
-        problems.append(f"the graph output {outputs[0]!r} is not the end of the image's path")
-    if not dead and not items:
-        problems.append("no node of the graph acts on the image: there is nothing to import")
-    if not dead and state["perm"] is not None:
-        problems.append("a Transpose before the flatten must be followed by a dense layer (Gemm/MatMul)")
-    if problems:
-        listing = "; ".join(problems)
-        raise WeightsError(f"{where}: cannot import {len(problems)} part(s) of the graph: {listing}")
+        self.onnx_shapes[out] = (BATCH, *ctx.onnx_shape) if ctx.onnx_shape is not None else (BATCH,)
+
+    def finish(self):
+        """What only the whole walk shows (checked when nothing was refused on the way)."""
+        if self.dead:
+            return
+        state, outputs = self.state, self.outputs
+        if outputs and state["last"] != outputs[0]:
+            self.problems.append(f"the graph output {outputs[0]!r} is not the end of the image's path")
+        if not self.ctx.items:
+            self.problems.append("no node of the graph acts on the image: there is nothing to import")
+        if state["perm"] is not None:
+            self.problems.append(
+                "a Transpose before the flatten must be followed by a dense layer (Gemm/MatMul)"
+            )
+
+
+def _network(items, dtype, image, meta, where) -> Sequential:
+    """The layers (affine maps folded) in one float dtype, as a ``Sequential``."""
     layers = _fold(items)
     float_types = [p.dtype for _, lay in layers for p in lay.params.values() if p.dtype != np.float64]
     target = (
@@ -724,34 +831,19 @@ class _Context:
 
 
 def _data_node(ctx, op, ins, attrs, opset):
-    """Turn one data-path node into layers; False after a refusal."""
+    """Turn one data-path node into layers: True, or "softmax" / "input_transpose"
+    for the walk to record in meta; False after a refusal."""
     state = ctx.state
     ctx.onnx_shape = None
     if state["layout"] == "INPUT":
         if op == "Transpose" and list(attrs.get("perm", [])) == [0, 3, 1, 2]:
-            h, w, c = state["shape"]
-            state["shape"], state["layout"] = (c, h, w), "NCHW"
-            ctx.onnx_shape = state["shape"]
-            return "input_transpose"
+            return _input_transpose(ctx)
         state["layout"] = "NCHW"
     layout = state["layout"]
     if op == "Transpose":
-        perm = list(attrs.get("perm", []))
-        if layout == "NCHW" and perm == [0, 2, 3, 1]:
-            state["layout"] = "NHWC"
-            ctx.onnx_shape = _layout_shape(state)
-            return True
-        return ctx.refuse(
-            f"perm {perm} is supported only as NHWC->NCHW at the input or NCHW->NHWC before a flatten"
-        )
+        return _transpose(ctx, attrs)
     if op in ("Dropout", "Identity"):
-        mode = ctx.const(ins[2]) if op == "Dropout" and len(ins) > 2 else None
-        if mode is not None and bool(np.asarray(mode).reshape(-1)[0]):
-            return ctx.refuse("training_mode=1 (a random network) is not supported")
-        if op == "Dropout" and len(ins) > 2 and ins[2] and mode is None:
-            return ctx.refuse("its training_mode input is not a constant")
-        ctx.onnx_shape = _layout_shape(state)
-        return True
+        return _pass_through(ctx, op, ins)
     if op in ("Softmax", "LogSoftmax"):
         if layout != "2D":
             return ctx.refuse(f"on a {layout} tensor: only on the (N, K) class scores")
@@ -767,44 +859,91 @@ def _data_node(ctx, op, ins, attrs, opset):
     if op in ("MaxPool", "AveragePool"):
         return _pool(ctx, op, attrs)
     if op == "GlobalAveragePool":
-        if layout != "NCHW":
-            return ctx.refuse("needs an (N, C, H, W) input")
-        ctx.add("pool", AdaptiveAvgPool2d(1))
-        ctx.onnx_shape = state["shape"]
-        return True
+        return _global_pool(ctx)
     if op in ("Flatten", "Reshape", "Squeeze"):
         return _flatten(ctx, op, ins, attrs)
     if op in ("Gemm", "MatMul"):
         return _dense(ctx, op, ins, attrs)
     if op == "BatchNormalization":
-        values = [ctx.const(i) for i in ins[1:5]]
-        if len(values) != 4 or any(v is None for v in values):
-            return ctx.refuse("scale, bias, mean and variance must be constants")
-        gamma, beta, mean, var = (np.asarray(v, np.float64).reshape(-1) for v in values)
-        scale = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
-        ctx.onnx_shape = _layout_shape(state)
-        return ctx.affine(scale, beta - mean * scale)
+        return _batch_norm(ctx, ins, attrs)
     if op in ("Mul", "Add", "Sub", "Div"):
-        data_first = ins[0] == state["last"]
-        other = ctx.const(ins[1] if data_first else ins[0])
-        vec = ctx.per_channel(other) if other is not None else None
-        if vec is None:
-            return ctx.refuse("only a constant that is per-channel (or a scalar) is supported")
-        vec = vec.astype(np.float64)
-        one, zero = np.ones(1), np.zeros(1)
-        if op == "Mul":
-            scale, shift = vec, zero
-        elif op == "Add":
-            scale, shift = one, vec
-        elif op == "Sub":
-            scale, shift = (one, -vec) if data_first else (-one, vec)
-        elif data_first:
-            scale, shift = 1.0 / vec, zero
-        else:
-            return ctx.refuse("a constant divided by the image path is not affine")
-        ctx.onnx_shape = _layout_shape(state)
-        return ctx.affine(scale, shift)
+        return _arithmetic(ctx, op, ins)
     return ctx.refuse("operator is not supported here")
+
+
+def _input_transpose(ctx):
+    """NHWC -> NCHW at the input: the network takes NCHW, no layer."""
+    state = ctx.state
+    h, w, c = state["shape"]
+    state["shape"], state["layout"] = (c, h, w), "NCHW"
+    ctx.onnx_shape = state["shape"]
+    return "input_transpose"
+
+
+def _transpose(ctx, attrs):
+    """NCHW -> NHWC before a flatten: recorded, the dense layer after it absorbs it."""
+    state = ctx.state
+    perm = list(attrs.get("perm", []))
+    if state["layout"] == "NCHW" and perm == [0, 2, 3, 1]:
+        state["layout"] = "NHWC"
+        ctx.onnx_shape = _layout_shape(state)
+        return True
+    return ctx.refuse(
+        f"perm {perm} is supported only as NHWC->NCHW at the input or NCHW->NHWC before a flatten"
+    )
+
+
+def _pass_through(ctx, op, ins):
+    """Dropout in inference mode, Identity: dropped."""
+    mode = ctx.const(ins[2]) if op == "Dropout" and len(ins) > 2 else None
+    if mode is not None and bool(np.asarray(mode).reshape(-1)[0]):
+        return ctx.refuse("training_mode=1 (a random network) is not supported")
+    if op == "Dropout" and len(ins) > 2 and ins[2] and mode is None:
+        return ctx.refuse("its training_mode input is not a constant")
+    ctx.onnx_shape = _layout_shape(ctx.state)
+    return True
+
+
+def _global_pool(ctx):
+    if ctx.state["layout"] != "NCHW":
+        return ctx.refuse("needs an (N, C, H, W) input")
+    ctx.add("pool", AdaptiveAvgPool2d(1))
+    ctx.onnx_shape = ctx.state["shape"]
+    return True
+
+
+def _batch_norm(ctx, ins, attrs):
+    """y = γ (x - μ) / sqrt(σ² + ε) + β: a per-channel affine map."""
+    values = [ctx.const(i) for i in ins[1:5]]
+    if len(values) != 4 or any(v is None for v in values):
+        return ctx.refuse("scale, bias, mean and variance must be constants")
+    gamma, beta, mean, var = (np.asarray(v, np.float64).reshape(-1) for v in values)
+    scale = gamma / np.sqrt(var + float(attrs.get("epsilon", 1e-5)))
+    ctx.onnx_shape = _layout_shape(ctx.state)
+    return ctx.affine(scale, beta - mean * scale)
+
+
+def _arithmetic(ctx, op, ins):
+    """Mul/Add/Sub/Div of the data path by a per-channel constant: an affine map."""
+    data_first = ins[0] == ctx.state["last"]
+    other = ctx.const(ins[1] if data_first else ins[0])
+    vec = ctx.per_channel(other) if other is not None else None
+    if vec is None:
+        return ctx.refuse("only a constant that is per-channel (or a scalar) is supported")
+    vec = vec.astype(np.float64)
+    one, zero = np.ones(1), np.zeros(1)
+    if op == "Mul":
+        scale, shift = vec, zero
+    elif op == "Add":
+        scale, shift = one, vec
+    elif op == "Sub":
+        scale, shift = (one, -vec) if data_first else (-one, vec)
+    elif data_first:
+        scale, shift = 1.0 / vec, zero
+    else:
+        return ctx.refuse("a constant divided by the image path is not affine")
+    ctx.onnx_shape = _layout_shape(ctx.state)
+    return ctx.affine(scale, shift)
 
 
 def _layout_shape(state):
