@@ -504,15 +504,31 @@ class RestrictedUnpickler:
             op()
 
     def _ops(self) -> dict:
-        s = self._stack
-        push = s.append
+        """opcode byte -> handler for one load, merged from one table per
+        opcode family; made afresh by each ``load`` (GLOBAL's cache too)."""
+        push = self._stack.append
+        byte, word = self._arg_readers()
+        table = {"STOP": None}  # handled by the loop
+        for part in (
+            self._stack_ops(push),
+            self._memo_ops(push, byte, word),
+            self._number_ops(push, byte, word),
+            self._text_ops(push, byte, word),
+            self._container_ops(push),
+            self._object_ops(push),
+        ):
+            assert not table.keys() & part.keys(), table.keys() & part.keys()
+            table.update(part)
+        assert set(table) == ALLOWED_OPCODES, set(table) ^ ALLOWED_OPCODES
+        return {code: table[name] for code, name in OPCODES.items()}
+
+    def _arg_readers(self):
+        """``byte()`` and ``word(unpack)``: the 1- and 4-byte arguments, read
+        inline (they are most of a state_dict's pickle) rather than through
+        ``_read``, which is called only to raise on a cut-short pickle."""
         data, size = self._data, len(self._data)
-        unpack_int, unpack_uint = struct.Struct("<i").unpack_from, struct.Struct("<I").unpack_from
+        unpack_uint = struct.Struct("<I").unpack_from
 
-        def const(value):
-            return lambda: push(value)
-
-        # the opcodes with a 1- or 4-byte argument, inlined: they are most of a state_dict's pickle
         def byte():
             p = self._pos
             if p >= size:
@@ -526,6 +542,12 @@ class RestrictedUnpickler:
                 self._read(4)  # raises
             self._pos = p + 4
             return unpack(data, p)[0]
+
+        return byte, word
+
+    def _stack_ops(self, push) -> dict:
+        """Protocol, framing and the stack itself: PROTO FRAME MARK POP POP_MARK DUP."""
+        s = self._stack
 
         def floor():
             return self._marks[-1] if self._marks else 0
@@ -541,8 +563,23 @@ class RestrictedUnpickler:
                 raise _damaged("has DUP on an empty stack")
             push(s[-1])
 
-        def list_from(items):
-            push(self._register(list(items), items))
+        def proto():
+            version = self._uint(1)
+            if version > 5:
+                raise WeightsError(f"the checkpoint's pickle uses protocol {version}, newer than 5")
+
+        return {
+            "PROTO": proto,
+            "FRAME": lambda: self._read(8),
+            "MARK": lambda: self._marks.append(len(s)),
+            "POP": pop,
+            "POP_MARK": self._pop_mark,
+            "DUP": dup,
+        }
+
+    def _memo_ops(self, push, byte, word) -> dict:
+        """The memo: MEMOIZE, PUT and GET in their text, 1- and 4-byte forms."""
+        s = self._stack
 
         def memo_put(index):
             if not s:
@@ -556,13 +593,84 @@ class RestrictedUnpickler:
                 raise WeightsError(f"the checkpoint's pickle refers to memo entry {index}, never stored")
             push(self._memo[index])
 
-        def proto():
-            version = self._uint(1)
-            if version > 5:
-                raise WeightsError(f"the checkpoint's pickle uses protocol {version}, newer than 5")
+        return {
+            "MEMOIZE": lambda: memo_put(len(self._memo)),
+            "PUT": lambda: memo_put(self._int(self._line(32))),
+            "BINPUT": lambda: memo_put(byte()),
+            "LONG_BINPUT": lambda: memo_put(word()),
+            "GET": lambda: memo_get(self._int(self._line(32))),
+            "BINGET": lambda: memo_get(byte()),
+            "LONG_BINGET": lambda: memo_get(word()),
+        }
+
+    def _number_ops(self, push, byte, word) -> dict:
+        """Constants and numbers: NONE, the booleans, the INT/LONG family, FLOAT/BINFLOAT."""
+        unpack_int = struct.Struct("<i").unpack_from
+
+        def const(value):
+            return lambda: push(value)
+
+        def long_bytes(n):
+            if n > MAX_INT_BYTES:
+                raise WeightsError(f"the checkpoint's pickle holds an integer of {n} bytes")
+            push(int.from_bytes(self._read(n), "little", signed=True))
+
+        def int_text():
+            raw = self._line(4 * MAX_INT_BYTES)
+            push(raw == b"01" if raw in (b"00", b"01") else self._int(raw))  # protocol 0's booleans
+
+        def float_text():
+            try:
+                push(float(self._line(64)))
+            except ValueError:
+                raise WeightsError("the checkpoint's pickle holds a bad FLOAT") from None
+
+        return {
+            "NONE": const(None),
+            "NEWTRUE": const(True),
+            "NEWFALSE": const(False),
+            "INT": int_text,
+            "BININT": lambda: push(word(unpack_int)),
+            "BININT1": lambda: push(byte()),
+            "BININT2": lambda: push(self._uint(2)),
+            "LONG": lambda: push(self._int(self._line(4 * MAX_INT_BYTES))),
+            "LONG1": lambda: long_bytes(self._uint(1)),
+            "LONG4": lambda: long_bytes(struct.unpack("<i", self._read(4))[0]),
+            "FLOAT": float_text,
+            "BINFLOAT": lambda: push(struct.unpack(">d", self._read(8))[0]),
+        }
+
+    def _text_ops(self, push, byte, word) -> dict:
+        """Strings and bytes: STRING/BINSTRING (latin-1), UNICODE (UTF-8), BINBYTES."""
+
+        def string(raw):
+            raw = raw.strip()
+            if len(raw) < 2 or raw[:1] not in b"'\"" or raw[-1:] != raw[:1]:
+                raise WeightsError("the checkpoint's pickle has a badly quoted STRING")
+            push(codecs.escape_decode(raw[1:-1])[0].decode("latin-1"))
+
+        return {
+            "STRING": lambda: string(self._line()),
+            "BINSTRING": lambda: push(self._read(struct.unpack("<i", self._read(4))[0]).decode("latin-1")),
+            "SHORT_BINSTRING": lambda: push(self._read(self._uint(1)).decode("latin-1")),
+            "UNICODE": lambda: push(self._line().decode("raw-unicode-escape")),
+            "BINUNICODE": lambda: push(self._text(self._read(word()))),
+            "SHORT_BINUNICODE": lambda: push(self._text(self._read(byte()))),
+            "BINUNICODE8": lambda: push(self._text(self._read(self._uint(8)))),
+            "BINBYTES": lambda: push(self._read(self._uint(4))),
+            "SHORT_BINBYTES": lambda: push(self._read(self._uint(1))),
+            "BINBYTES8": lambda: push(self._read(self._uint(8))),
+        }
+
+    def _container_ops(self, push) -> dict:
+        """Tuples, lists, dicts and sets, each registered (depth, hashability)
+        as it is made; APPEND/SETITEM/ADDITEMS only on containers made here."""
 
         def tuple_of(items):
             push(self._register(tuple(items), items, hashable=True))
+
+        def list_from(items):
+            push(self._register(list(items), items))
 
         def new(container):
             return lambda: push(self._register(container()))
@@ -592,7 +700,30 @@ class RestrictedUnpickler:
         def frozen(items):
             push(self._register(frozenset(self._key(v) for v in items), items, hashable=True))
 
-        found = {}
+        return {
+            "EMPTY_TUPLE": lambda: tuple_of(()),
+            "TUPLE": lambda: tuple_of(self._pop_mark()),
+            "TUPLE1": lambda: tuple_of(self._pop(1)),
+            "TUPLE2": lambda: tuple_of(self._pop(2)),
+            "TUPLE3": lambda: tuple_of(self._pop(3)),
+            "EMPTY_LIST": new(list),
+            "LIST": lambda: list_from(self._pop_mark()),
+            "APPEND": lambda: append(self._pop(1)),
+            "APPENDS": lambda: append(self._pop_mark()),
+            "EMPTY_DICT": new(dict),
+            "DICT": lambda: dict_from(self._pop_mark()),
+            "SETITEM": lambda: setitems(self._pop(2)),
+            "SETITEMS": lambda: setitems(self._pop_mark()),
+            "EMPTY_SET": new(set),
+            "ADDITEMS": lambda: additems(self._pop_mark()),
+            "FROZENSET": lambda: frozen(self._pop_mark()),
+        }
+
+    def _object_ops(self, push) -> dict:
+        """Globals and calls: GLOBAL/STACK_GLOBAL (only the stand-ins of
+        ``find_class``), REDUCE (only those), BUILD (a no-op on a dict made
+        here) and the persistent ids of storages."""
+        found = {}  # this load's GLOBAL lookups, by their raw (module, name) lines
 
         def global_():
             key = (self._line(512), self._line(512))
@@ -616,80 +747,7 @@ class RestrictedUnpickler:
             if state is not None and not isinstance(state, (dict, tuple)):
                 raise WeightsError(f"the checkpoint's pickle BUILDs a dict from {describe_value(state)}")
 
-        def string(raw):
-            raw = raw.strip()
-            if len(raw) < 2 or raw[:1] not in b"'\"" or raw[-1:] != raw[:1]:
-                raise WeightsError("the checkpoint's pickle has a badly quoted STRING")
-            push(codecs.escape_decode(raw[1:-1])[0].decode("latin-1"))
-
-        def long_bytes(n):
-            if n > MAX_INT_BYTES:
-                raise WeightsError(f"the checkpoint's pickle holds an integer of {n} bytes")
-            push(int.from_bytes(self._read(n), "little", signed=True))
-
-        def int_text():
-            raw = self._line(4 * MAX_INT_BYTES)
-            push(raw == b"01" if raw in (b"00", b"01") else self._int(raw))  # protocol 0's booleans
-
-        def float_text():
-            try:
-                push(float(self._line(64)))
-            except ValueError:
-                raise WeightsError("the checkpoint's pickle holds a bad FLOAT") from None
-
-        table = {
-            "PROTO": proto,
-            "FRAME": lambda: self._read(8),
-            "STOP": None,  # handled by the loop
-            "MARK": lambda: self._marks.append(len(s)),
-            "POP": pop,
-            "POP_MARK": self._pop_mark,
-            "DUP": dup,
-            "MEMOIZE": lambda: memo_put(len(self._memo)),
-            "PUT": lambda: memo_put(self._int(self._line(32))),
-            "BINPUT": lambda: memo_put(byte()),
-            "LONG_BINPUT": lambda: memo_put(word()),
-            "GET": lambda: memo_get(self._int(self._line(32))),
-            "BINGET": lambda: memo_get(byte()),
-            "LONG_BINGET": lambda: memo_get(word()),
-            "NONE": const(None),
-            "NEWTRUE": const(True),
-            "NEWFALSE": const(False),
-            "INT": int_text,
-            "BININT": lambda: push(word(unpack_int)),
-            "BININT1": lambda: push(byte()),
-            "BININT2": lambda: push(self._uint(2)),
-            "LONG": lambda: push(self._int(self._line(4 * MAX_INT_BYTES))),
-            "LONG1": lambda: long_bytes(self._uint(1)),
-            "LONG4": lambda: long_bytes(struct.unpack("<i", self._read(4))[0]),
-            "FLOAT": float_text,
-            "BINFLOAT": lambda: push(struct.unpack(">d", self._read(8))[0]),
-            "STRING": lambda: string(self._line()),
-            "BINSTRING": lambda: push(self._read(struct.unpack("<i", self._read(4))[0]).decode("latin-1")),
-            "SHORT_BINSTRING": lambda: push(self._read(self._uint(1)).decode("latin-1")),
-            "UNICODE": lambda: push(self._line().decode("raw-unicode-escape")),
-            "BINUNICODE": lambda: push(self._text(self._read(word()))),
-            "SHORT_BINUNICODE": lambda: push(self._text(self._read(byte()))),
-            "BINUNICODE8": lambda: push(self._text(self._read(self._uint(8)))),
-            "BINBYTES": lambda: push(self._read(self._uint(4))),
-            "SHORT_BINBYTES": lambda: push(self._read(self._uint(1))),
-            "BINBYTES8": lambda: push(self._read(self._uint(8))),
-            "EMPTY_TUPLE": lambda: tuple_of(()),
-            "TUPLE": lambda: tuple_of(self._pop_mark()),
-            "TUPLE1": lambda: tuple_of(self._pop(1)),
-            "TUPLE2": lambda: tuple_of(self._pop(2)),
-            "TUPLE3": lambda: tuple_of(self._pop(3)),
-            "EMPTY_LIST": new(list),
-            "LIST": lambda: list_from(self._pop_mark()),
-            "APPEND": lambda: append(self._pop(1)),
-            "APPENDS": lambda: append(self._pop_mark()),
-            "EMPTY_DICT": new(dict),
-            "DICT": lambda: dict_from(self._pop_mark()),
-            "SETITEM": lambda: setitems(self._pop(2)),
-            "SETITEMS": lambda: setitems(self._pop_mark()),
-            "EMPTY_SET": new(set),
-            "ADDITEMS": lambda: additems(self._pop_mark()),
-            "FROZENSET": lambda: frozen(self._pop_mark()),
+        return {
             "GLOBAL": global_,
             "STACK_GLOBAL": stack_global,
             "REDUCE": reduce,
@@ -697,8 +755,6 @@ class RestrictedUnpickler:
             "PERSID": lambda: push(self.persistent_load(self._text(self._line()))),
             "BINPERSID": lambda: push(self.persistent_load(self._pop(1)[0])),
         }
-        assert set(table) == ALLOWED_OPCODES, set(table) ^ ALLOWED_OPCODES
-        return {code: table[name] for code, name in OPCODES.items()}
 
 
 # ----------------------------------------------------------------------------
