@@ -158,20 +158,25 @@ def _alexnet_blueprint(num_classes):
     ]
 
 
+def _conv_stages(prefix: str, in_channels: int, widths) -> list:
+    """conv(3x3, pad 1)-ReLU-maxpool(2) stages of ``widths`` output channels, named
+    ``prefix``.0, .1, .2 for the first stage, .3, .4, .5 for the second..."""
+    layout = []
+    for stage, out in enumerate(widths):
+        layout += [
+            (f"{prefix}.{3 * stage}", _conv(in_channels, out, 3, padding=1)),
+            (f"{prefix}.{3 * stage + 1}", _relu()),
+            (f"{prefix}.{3 * stage + 2}", _pool(2, 2)),
+        ]
+        in_channels = out
+    return layout
+
+
 def _mnist_blueprint(num_classes):
     """The digit-recognizer-py CNN: three conv(3x3, pad 1)-ReLU-pool(2) stages
     (28 -> 14 -> 7 -> 3), then 1152 -> 256 -> 10; no dropout."""
-    return [
-        ("conv_layers.0", _conv(1, 32, 3, padding=1)),
-        ("conv_layers.1", _relu()),
-        ("conv_layers.2", _pool(2, 2)),
-        ("conv_layers.3", _conv(32, 64, 3, padding=1)),
-        ("conv_layers.4", _relu()),
-        ("conv_layers.5", _pool(2, 2)),
-        ("conv_layers.6", _conv(64, 128, 3, padding=1)),
-        ("conv_layers.7", _relu()),
-        ("conv_layers.8", _pool(2, 2)),
-        ("flatten", (Flatten, (), {})),
+    return _conv_stages("conv_layers", 1, (32, 64, 128)) + [
+        ("flatten", _flatten()),
         ("fc_layers.0", _linear(128 * 3 * 3, 256)),
         ("fc_layers.1", _relu()),
         ("fc_layers.2", _linear(256, num_classes)),
@@ -181,13 +186,7 @@ def _mnist_blueprint(num_classes):
 def _fashion_blueprint(num_classes, hidden=256, dropout=0.3):
     """The Fashion-MNIST ConvNet, of the MNIST CNN's family: conv(1→32, 3x3, pad 1)-ReLU-pool2,
     conv(32→64)-ReLU-pool2 (28 → 14 → 7), fc 3136 → ``hidden``-ReLU-Dropout, fc → classes."""
-    return [
-        ("conv_layers.0", _conv(1, 32, 3, padding=1)),
-        ("conv_layers.1", _relu()),
-        ("conv_layers.2", _pool(2, 2)),
-        ("conv_layers.3", _conv(32, 64, 3, padding=1)),
-        ("conv_layers.4", _relu()),
-        ("conv_layers.5", _pool(2, 2)),
+    return _conv_stages("conv_layers", 1, (32, 64)) + [
         ("flatten", _flatten()),
         ("fc_layers.0", _linear(64 * 7 * 7, hidden)),
         ("fc_layers.1", _relu()),
@@ -199,13 +198,7 @@ def _fashion_blueprint(num_classes, hidden=256, dropout=0.3):
 def _small_blueprint(num_classes):
     """A small, fast ConvNet for tests and quick runs: conv(1→8, 3x3, pad 1)-ReLU-pool2,
     conv(8→16)-ReLU-pool2, fc 784 → 32-ReLU, fc → classes."""
-    return [
-        ("conv_layers.0", _conv(1, 8, 3, padding=1)),
-        ("conv_layers.1", _relu()),
-        ("conv_layers.2", _pool(2, 2)),
-        ("conv_layers.3", _conv(8, 16, 3, padding=1)),
-        ("conv_layers.4", _relu()),
-        ("conv_layers.5", _pool(2, 2)),
+    return _conv_stages("conv_layers", 1, (8, 16)) + [
         ("flatten", _flatten()),
         ("fc_layers.0", _linear(16 * 7 * 7, 32)),
         ("fc_layers.1", _relu()),
@@ -219,16 +212,8 @@ def _scenes_blueprint(num_classes, size=SCENE_SIZE):
     fc → classes. Input (3, size, size)."""
     if int(size) % 16 or int(size) < 16:
         raise OptionError(f"scene size must be a positive multiple of 16, got {size}")
-    layout, channels = [], 3
-    for block, out in enumerate((16, 32, 64, 64)):
-        layout += [
-            (f"features.{3 * block}", _conv(channels, out, 3, padding=1)),
-            (f"features.{3 * block + 1}", _relu()),
-            (f"features.{3 * block + 2}", _pool(2, 2)),
-        ]
-        channels = out
     side = int(size) // 16
-    return layout + [
+    return _conv_stages("features", 3, (16, 32, 64, 64)) + [
         ("flatten", _flatten()),
         ("classifier.0", _linear(64 * side * side, 128)),
         ("classifier.1", _relu()),
