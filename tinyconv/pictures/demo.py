@@ -19,12 +19,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..engine.backend import DeviceError
+from ..engine.backend import DeviceError, to_numpy
 from ..errors import TargetError, TinyconvError, WeightsError
-from ..methods import attribution
+from ..methods import attribution, sanity
 from ..methods.classviz import class_models
 from ..methods.saliency import resolve_targets
-from ..methods.sanity import method_options
 from ..models.native import WEIGHTS_ENV, bundled, load
 from .beyond import SHORT, SIGNED, map_tile
 from .figures import Figure, class_model_figures, class_models_record, class_name, compute_rules
@@ -143,6 +142,11 @@ def _example_folder(net, key: str) -> str:
 
 # ----------------------------------------------------------------------------
 # the page's rows
+
+
+def _input_hw(net, paths) -> tuple[int, int]:
+    """(H, W) of what the network sees: its input_shape, else the first image preprocessed."""
+    return tuple(net.input_shape[1:]) if net.input_shape else tuple(preprocess(paths[0], net).shape[2:])
 
 
 def shown_scale(size: int, pixels: int, limit: int) -> int:
@@ -272,7 +276,7 @@ def saliency_section(key: str, net, paths) -> Section:
             "so only its class models are shown."
         )
         return Section(f"{key}: example images", text)
-    h, w = net.input_shape[1:] if net.input_shape else preprocess(paths[0], net).shape[2:]
+    h, w = _input_hw(net, paths)
     shown = shown_scale(w, 6 * w + 2, ROW_WIDTH - 3 * 8)
     rows = [
         image_row(net, preprocess(p, net), stem, f"{key}/", shown, labels=k == 0)
@@ -316,17 +320,17 @@ BEYOND_TEXT = (
 def beyond_row(net, x, stem: str, prefix: str, shown: int, labels: bool = True) -> Row:
     """One image's row of the beyond-the-paper section: the input, then each
     method of ``attribution.METHODS`` but the three ReLU rules shown above."""
-    options = method_options(net)
-    scores = attribution._eval_scores(net, x)
+    scores = to_numpy(attribution._eval_scores(net, x))
     c = int(resolve_targets(None, scores)[0])
     methods = [m for m in attribution.METHODS if m not in ("saliency", "guided", "deconvnet")]
+    maps = sanity.maps(net, x, methods, [c])  # method -> (1, H, W), the quick options of the checks
     image = as_rgb(deprocess(x[0], net))  # what the network sees, uint8 (H, W, C)
     h, w = image.shape[:2]
     scale = display_scale(h, w)
     cells = [Cell(Figure(f"{prefix}{stem}_input.png", upscale(image, scale), f"{stem}: the input"),
                   "input", w * shown)]  # fmt: skip
     for m in methods:
-        a = np.asarray(attribution.attribution_map(net, x, m, [c], **options.get(m, {}))[0], np.float64)
+        a = maps[m][0]
         top = map_top(a)
         legend = (Legend("bluered", f"−{top:.2g}", f"+{top:.2g}", "", middle="0") if m in SIGNED
                   else Legend("fire", "0", f"{top:.2g}", ""))  # fmt: skip
@@ -348,7 +352,7 @@ def beyond_section(nets, images_per_net: int = 2, device: str = "cpu", log=print
         net = load_net(path, device)
         key = safe_name(path.stem, keep="-_.")
         log(f"{key}: the methods beyond the paper on {len(paths)} images")
-        h, w = net.input_shape[1:] if net.input_shape else preprocess(paths[0], net).shape[2:]
+        w = _input_hw(net, paths)[1]
         shown = shown_scale(w, 7 * w, ROW_WIDTH - 7 * 12)
         for p, stem in zip(paths, unique_stems(paths), strict=True):
             x = preprocess(p, net)
