@@ -10,7 +10,9 @@ class and the gradient / DeconvNet / guided comparison, plus an
 
 from __future__ import annotations
 
+from ..models.zoo import tumour_onnx_path
 from ..pictures.demo import run_demo
+from ..pictures.vgg16 import demo_sections
 from ._common import add_device_option, existing_folder, output_folder, positive_int
 
 
@@ -55,9 +57,6 @@ def register(subparsers) -> None:
 def run(args) -> int:
     extra = []
     if args.vgg16:
-        from ..models.zoo import tumour_onnx_path
-        from ..pictures.vgg16 import demo_sections
-
         tumour_onnx_path()  # the one-line install hint before any work, when the file is absent
         extra.append(demo_sections)
     result = run_demo(args.output, args.device, args.weights, args.images_per_net, extra_sections=extra,

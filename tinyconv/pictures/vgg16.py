@@ -39,6 +39,7 @@ writes docs/vgg16/ and prints the table.
 from __future__ import annotations
 
 import importlib.util
+import tempfile
 import time
 from pathlib import Path
 
@@ -52,7 +53,9 @@ from ..methods.classviz import class_models
 from ..methods.deconvnet import reconstruct
 from ..methods.saliency import eval_mode
 from ..models import zoo
+from .figures import Figure
 from .imaging import contrast_image, montage, preprocess, save_png
+from .page import Cell, Row, Section
 
 __all__ = [
     "LAYERS",
@@ -400,11 +403,6 @@ def demo_sections(device: str = "cpu", progress: bool = True, log=print) -> list
     picture set of ``vgg16_section``, one row each, and the unit-dependence
     table in the section's text. The network runs on the CPU (its file is
     read with NumPy); ``device`` and ``progress`` are the demo's and unused."""
-    import tempfile
-
-    from .figures import Figure
-    from .page import Cell, Row, Section
-
     with tempfile.TemporaryDirectory() as tmp:
         result = vgg16_section(tmp, log=log)
         rows = []
