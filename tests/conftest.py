@@ -24,6 +24,24 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def fake():
+    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test.
+
+    NumPy runs each batch whole meanwhile (``batch_threads(1)``), as the device
+    does, so that host and device compute the same sums in the same order and
+    tests may ask for equal bits.
+    """
+    from fake_device import FakeArray, fake_module
+
+    from tinyconv.engine import backend
+
+    backend.register_backend("fake", FakeArray, fake_module)
+    with backend.batch_threads(1):
+        yield fake_module
+    backend._BACKENDS.pop("fake", None)
+
+
 def pytest_terminal_summary(terminalreporter):
     """Print the worst relative error of every gradient check run (see gradcheck.py)."""
     gradcheck = sys.modules.get("gradcheck")  # only when some test imported it

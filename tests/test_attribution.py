@@ -424,18 +424,6 @@ def test_every_method_stays_on_the_device(fake):
         np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12, atol=1e-14)
 
 
-@pytest.fixture
-def fake():
-    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test."""
-    from fake_device import FakeArray, fake_module
-
-    from tinyconv import backend
-
-    backend.register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)
-
-
 # ----------------------------------------------------------------------------
 # against Captum, float64, on a PyTorch twin of a test network
 

@@ -17,7 +17,10 @@ from hypothesis import strategies as st
 import tinyconv
 from tinyconv import backend
 from tinyconv.engine.backend import (
+    BufferPool,
     DeviceError,
+    batch_map,
+    batch_threads,
     device_of,
     gemm_accumulate,
     get_array_module,
@@ -37,15 +40,6 @@ from tinyconv.engine.layers import (
     ReLU,
 )
 from tinyconv.errors import TinyconvError
-
-
-@pytest.fixture
-def fake():
-    """The fake device, registered as "fake" for one test."""
-    register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)
-
 
 # ----------------------------------------------------------------------------
 # the backend's own functions
@@ -395,3 +389,86 @@ def test_gemm_accumulate_on_the_fake_device_is_the_fallback(fake):
     got = gemm_accumulate(d_out, to_device(a, "fake").T.T, to_device(b, "fake"))
     assert got is d_out and isinstance(got, FakeArray)
     np.testing.assert_allclose(to_numpy(got), want, rtol=1e-12)
+
+
+# --- the buffer pool and the batch split ---------------------------------------
+
+
+def test_buffer_pool_never_hands_out_an_array_still_held():
+    pool = BufferPool()
+    a = pool.empty(np, (4, 3), np.float32)
+    b = pool.empty(np, (4, 3), np.float32)
+    assert a is not b  # a is held by this test
+    a_id = id(a)
+    del a
+    c = pool.empty(np, (4, 3), np.float32)
+    assert id(c) == a_id  # freed: handed out again
+    view = c[1:]  # a view holds its base
+    del c
+    d = pool.empty(np, (4, 3), np.float32)
+    assert id(d) != a_id and view.base is not None
+    assert pool.empty(np, (4, 3), np.float64).dtype == np.float64  # keyed by dtype too
+    assert pool.nbytes > 0
+    pool.release()
+    assert pool.nbytes == 0
+
+
+def test_network_results_survive_the_next_call():
+    """A result (or a tap) held from one call is never overwritten by the next."""
+    net = build_net()
+    rng = np.random.default_rng(1)
+    x1, x2 = rng.standard_normal((2, 3, 2, 9, 8)).astype(np.float32)
+    s1 = net.forward(x1, keep=True)
+    acts1 = {k: v.copy() for k, v in net.activations.items()}
+    held = dict(net.activations)
+    d1 = net.backward(np.ones_like(s1))
+    copies = s1.copy(), d1.copy()
+    for _ in range(2):
+        net.backward(np.ones_like(net.forward(x2)))
+    np.testing.assert_array_equal(s1, copies[0])
+    np.testing.assert_array_equal(d1, copies[1])
+    for key, value in held.items():
+        np.testing.assert_array_equal(value, acts1[key], err_msg=key)
+    net.forget()
+    assert net.pool.nbytes == 0 and all(layer.cache is None for layer in net)
+
+
+def test_batch_map_pieces_cover_the_batch_in_order():
+    pieces = batch_map(lambda a, b: (a, b), 7)
+    assert pieces[0][0] == 0 and pieces[-1][1] == 7
+    assert all(p[1] == q[0] for p, q in zip(pieces, pieces[1:], strict=False))
+    with batch_threads(1):
+        assert batch_map(lambda a, b: (a, b), 7) == [(0, 7)]
+    with pytest.raises(TinyconvError, match="batch_threads"):
+        with batch_threads(0):
+            pass
+
+
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_the_batch_split_equals_the_whole_batch(dtype, tol):
+    """Layers split over threads (when the BLAS's threads can be set) give the
+    same forward, input gradient and parameter gradients as the whole batch in
+    one thread; float32 differs only by the order of the sums."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((5, 2, 9, 8)).astype(dtype)
+    seed = rng.standard_normal((5, 5)).astype(dtype)
+    split, whole = build_net().astype(dtype), build_net().astype(dtype)
+    got = _run(split, x, seed, "cpu")
+    with batch_threads(1):
+        want = _run(whole, x, seed, "cpu")
+    for key, value in want.items():
+        scale = max(1.0, float(np.abs(value).max()))
+        np.testing.assert_allclose(got[key], value, rtol=tol, atol=tol * scale, err_msg=key)
+
+
+def test_training_skips_the_first_layers_input_gradient_and_changes_no_parameter_gradient():
+    rng = np.random.default_rng(12)
+    x = rng.standard_normal((4, 2, 9, 8))
+    seed = rng.standard_normal((4, 5))
+    nets = build_net().astype(np.float64), build_net().astype(np.float64)
+    for net in nets:
+        net.forward(x)
+    assert nets[0].backward(seed, input_grad=False) is None  # the first layer is a Conv2d
+    assert nets[1].backward(seed).shape == x.shape
+    for p, q in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        np.testing.assert_allclose(p.grad, q.grad, rtol=1e-12, atol=1e-14, err_msg=p.name)

@@ -226,13 +226,3 @@ def test_class_models_stay_on_the_device(fake):
         np.testing.assert_allclose(d.history["score"], h.history["score"], rtol=1e-10)
 
 
-@pytest.fixture
-def fake():
-    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test."""
-    from fake_device import FakeArray, fake_module
-
-    from tinyconv import backend
-
-    backend.register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)

@@ -260,18 +260,6 @@ def test_reconstructions_stay_on_the_device(fake):
     np.testing.assert_allclose(fake.asnumpy(got), reconstruct(host, x, layer=3, keep="max"), rtol=1e-12)
 
 
-@pytest.fixture
-def fake():
-    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test."""
-    from fake_device import FakeArray, fake_module
-
-    from tinyconv import backend
-
-    backend.register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)
-
-
 def test_walk_back_uses_the_layers_guard_rails():
     """Before a forward pass, and with a signal of the wrong shape, walk_back
     refuses with the layers' own messages."""

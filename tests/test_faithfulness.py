@@ -121,12 +121,3 @@ def test_the_curves_stay_on_the_device(fake):
     np.testing.assert_allclose(got.insertion, want.insertion, rtol=1e-12)
 
 
-@pytest.fixture
-def fake():
-    from fake_device import FakeArray, fake_module
-
-    from tinyconv import backend
-
-    backend.register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)

@@ -7,21 +7,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fake_device import FakeArray, fake_module
+from fake_device import FakeArray
 
 from tinyconv import Sequential
-from tinyconv.engine import backend
-from tinyconv.engine.backend import register_backend, to_device
+from tinyconv.engine.backend import to_device
 from tinyconv.engine.layers import Conv2d, Flatten, Linear, MaxPool2d, ReLU
 from tinyconv.pictures import figures
 from tinyconv.pictures.demo import image_row
-
-
-@pytest.fixture
-def fake():
-    register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)
 
 
 def small_net():

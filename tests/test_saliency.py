@@ -231,18 +231,6 @@ def test_saliency_and_smoothgrad_stay_on_the_device(fake):
         np.testing.assert_allclose(fake.asnumpy(got), want, rtol=1e-12)
 
 
-@pytest.fixture
-def fake():
-    """The CuPy stand-in of tests/fake_device.py, registered as device "fake" for one test."""
-    from fake_device import FakeArray, fake_module
-
-    from tinyconv import backend
-
-    backend.register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)
-
-
 def test_rule_none_keeps_each_relus_own_rule_and_an_explicit_rule_switches_them_all():
     """tc.input_gradient(rule=None) honours a rule set on one ReLU; an explicit
     rule applies to every ReLU and is restored afterwards."""

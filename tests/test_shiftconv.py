@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fake_device import FakeArray, fake_module
+from fake_device import FakeArray
 from gradcheck import assert_gradients_close, numerical_gradient
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tinyconv.engine import backend, shiftconv
 from tinyconv.engine import functional as F
-from tinyconv.engine.backend import register_backend
 from tinyconv.engine.functional import col2im, im2col
 from tinyconv.engine.layers import Conv2d
 
@@ -125,13 +124,6 @@ def test_suits_is_the_stated_rule():
     # waste: at 14x14 a batch's grid is 256 positions per 196 kept (1.28)
     assert not shiftconv.suits((8, 512, 14, 14), deep, 1, 1)
     assert shiftconv.suits((8, 512, 14, 14), deep, 1, 1, max_waste=1.3)
-
-
-@pytest.fixture
-def fake():
-    register_backend("fake", FakeArray, fake_module)
-    yield fake_module
-    backend._BACKENDS.pop("fake", None)
 
 
 @pytest.mark.parametrize("padding", [(0, 0), (1, 1), (2, 1)])

@@ -210,15 +210,9 @@ def test_architectures_take_28x28():
 
 
 @pytest.fixture
-def fake_device():
-    """tests/fake_device.py's CuPy stand-in, registered as "fake" for one test."""
-    from fake_device import FakeArray, fake_module
-
-    from tinyconv import backend
-
-    backend.register_backend("fake", FakeArray, fake_module)
-    yield "fake"
-    backend._BACKENDS.pop("fake", None)
+def fake_device(fake):
+    """The device name of conftest's ``fake`` stand-in."""
+    return "fake"
 
 
 @pytest.mark.parametrize("device", BACKENDS)

@@ -12,8 +12,11 @@ NumPy API) take part in exactly the same way.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -30,6 +33,11 @@ __all__ = [
     "synchronize",
     "gemm_accumulate",
     "blas_gemm_available",
+    "BufferPool",
+    "new_array",
+    "batch_map",
+    "batch_threads",
+    "worker_threads",
 ]
 
 
@@ -339,3 +347,181 @@ def gemm_accumulate(out, a, b, use_blas: bool = True):
             return out
     out += xp.matmul(a, b)
     return out
+
+
+# ----------------------------------------------------------------------------
+# buffers reused between calls
+
+
+def _references(bucket: list, i: int) -> int:
+    """sys.getrefcount of ``bucket[i]`` as ``BufferPool`` sees it."""
+    return sys.getrefcount(bucket[i])
+
+
+# the count of an array that only a pool's list holds, measured the way the
+# pool measures it (so the interpreter's own temporary references cancel out)
+_UNHELD = _references([np.empty(0)], 0)
+
+
+class BufferPool:
+    """NumPy arrays kept between calls and handed out again once nothing else holds them.
+
+    A large array freed and allocated anew on every call costs page faults
+    (the allocator gives big blocks back to the system, which hands them out
+    zeroed page by page); a layer that takes its outputs and work buffers
+    from a pool pays that once. ``empty(xp, shape, dtype)`` returns an
+    uninitialised array: a held array of that shape and dtype that no one
+    else references any more (no caller, no view of it, no cache, by
+    CPython's reference count), else a new one, held for next time while
+    fewer than ``per_key`` are. So a result someone still holds is never
+    handed out again, and the pool holds at most what was alive at once.
+    ``release()`` lets everything go (``Layer.forget`` calls it). On CuPy,
+    whose memory pool already reuses device memory, and on any other array
+    module, ``empty`` is ``xp.empty``.
+    """
+
+    def __init__(self, per_key: int = 8):
+        self.per_key = int(per_key)
+        self._held: dict[tuple, list] = {}
+        # batch_map's threads share a layer's pool: the check and the hand-out
+        # are one step (the caller holds its reference before the lock opens)
+        self._lock = threading.Lock()
+
+    def empty(self, xp, shape, dtype):
+        if xp is not np:
+            return xp.empty(shape, dtype=dtype)
+        key = (tuple(int(v) for v in shape), np.dtype(dtype))
+        with self._lock:
+            bucket = self._held.setdefault(key, [])
+            for i in range(len(bucket)):
+                if _references(bucket, i) == _UNHELD:
+                    return bucket[i]
+            array = np.empty(key[0], dtype=key[1])
+            if len(bucket) < self.per_key:
+                bucket.append(array)
+            return array
+
+    def __reduce__(self):  # a copy (deepcopy, pickle) starts empty: buffers are not state
+        return (BufferPool, (self.per_key,))
+
+    def zeros(self, xp, shape, dtype):
+        array = self.empty(xp, shape, dtype)
+        array.fill(0)
+        return array
+
+    def release(self):
+        self._held = {}
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the arrays held (in use or free)."""
+        return sum(a.nbytes for bucket in self._held.values() for a in bucket)
+
+
+def new_array(xp, shape, dtype, pool: BufferPool | None = None, zero: bool = False):
+    """An array from ``pool`` (see ``BufferPool``) or, with no pool, a fresh one; zeroed with ``zero``."""
+    if pool is None:
+        return (xp.zeros if zero else xp.empty)(shape, dtype=dtype)
+    return (pool.zeros if zero else pool.empty)(xp, shape, dtype)
+
+
+# ----------------------------------------------------------------------------
+# the batch split over threads
+#
+# NumPy runs its element-wise work, copies and reductions on one core; only
+# its BLAS uses the others. The layers therefore split a batch into one
+# contiguous piece per thread (``batch_map``): the images are independent,
+# NumPy and the BLAS release the GIL, and while the pieces run the BLAS is
+# set to one thread (OpenBLAS's thread count is one setting for the whole
+# process; the calling thread waits meanwhile, so no other GEMM wants more),
+# so the threads never oversubscribe the cores. Without that setting
+# (another BLAS), or on another array module, the batch runs whole in the
+# calling thread with the BLAS's own threads, as before.
+
+_set_threads = None  # OpenBLAS's openblas_set_num_threads, once found; False: none
+_get_threads = None
+_executor: ThreadPoolExecutor | None = None
+_executor_size = 0
+_map_lock = threading.Lock()
+
+
+def _find_thread_control() -> bool:
+    """Look up (once) OpenBLAS's thread-count setting in NumPy's own BLAS."""
+    global _set_threads, _get_threads
+    if _set_threads is not None:
+        return bool(_set_threads)
+    _set_threads = False
+    if not _find_blas():
+        return False
+    lib = ctypes.CDLL(_blas_source, mode=getattr(ctypes, "RTLD_NOLOAD", 4))
+    found = {}
+    for role in ("set", "get"):
+        for prefix, suffix in (("scipy_", "64_"), ("scipy_", "_64"), ("", "64_"), ("", "")):
+            fn = getattr(lib, f"{prefix}openblas_{role}_num_threads{suffix}", None)
+            if fn is not None:
+                found[role] = fn
+                break
+    if len(found) < 2:
+        return False
+    found["set"].argtypes, found["set"].restype = [ctypes.c_int], None
+    found["get"].argtypes, found["get"].restype = [], ctypes.c_int
+    _set_threads, _get_threads = found["set"], found["get"]
+    return True
+
+
+_thread_limit: int | None = None  # set by ``batch_threads``
+
+
+def worker_threads() -> int:
+    """How many threads ``batch_map`` splits a NumPy batch over: the BLAS's
+    thread count when it can be set, else 1; at most ``batch_threads``'s limit."""
+    count = max(1, int(_get_threads())) if _find_thread_control() else 1
+    return count if _thread_limit is None else max(1, min(count, _thread_limit))
+
+
+@contextlib.contextmanager
+def batch_threads(limit: int | None):
+    """Inside the block ``batch_map`` uses at most ``limit`` threads (1: every
+    batch whole in the calling thread, the BLAS with its own threads; None:
+    no limit). The split changes float32 results only by the order of the
+    GEMMs' sums."""
+    global _thread_limit
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise OptionError(f"batch_threads limit must be a positive integer or None, got {limit!r}")
+    saved, _thread_limit = _thread_limit, limit
+    try:
+        yield
+    finally:
+        _thread_limit = saved
+
+
+def _executor_for(size: int) -> ThreadPoolExecutor:
+    global _executor, _executor_size
+    if _executor is None or _executor_size < size:
+        if _executor is not None:
+            _executor.shutdown(wait=True)
+        _executor, _executor_size = ThreadPoolExecutor(size, thread_name_prefix="tinyconv"), size
+    return _executor
+
+
+def batch_map(fn, n: int, xp=np) -> list:
+    """[fn(a, b) for each piece a:b of range(n)], the pieces contiguous, in
+    order, one per thread (``worker_threads``), run at once with the BLAS at
+    one thread; one piece, fn(0, n) in this thread, when there is one
+    thread, one image or an array module other than NumPy, and inside a
+    piece (no nesting). An exception in any piece is raised here.
+    """
+    count = max(1, int(_get_threads())) if xp is np and _find_thread_control() else 1
+    threads = min(worker_threads(), n) if xp is np else 1
+    if threads <= 1 or threading.current_thread().name.startswith("tinyconv") or not _map_lock.acquire(False):
+        return [fn(0, n)]
+    try:
+        step = -(-n // threads)
+        pieces = [(a, min(n, a + step)) for a in range(0, n, step)]
+        _set_threads(1)
+        try:
+            return list(_executor_for(threads).map(lambda piece: fn(*piece), pieces))
+        finally:
+            _set_threads(count)
+    finally:
+        _map_lock.release()

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from . import shiftconv
-from .backend import get_array_module
+from .backend import gemm_accumulate, get_array_module, new_array
 from .functional import out_hw, pair
 
 # "shifted": the layer ran as shifted GEMMs (shiftconv), whose dx is its own adjoint
@@ -79,11 +79,17 @@ class FastConvCache(NamedTuple):
     padding: tuple
 
 
-def conv2d_forward(x, weight, bias, stride=1, padding=0, **tuning):
+def conv2d_forward(x, weight, bias, stride=1, padding=0, pool=None, out=None, layer_batch=None, **tuning):
     """y[n, f] = Σ_c x[n, c] ⋆ weight[f, c] + bias[f], tiled (see the module).
 
     x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None
     -> y: (N, F, OH, OW), FastConvCache. ``tuning``: see ``TUNING``.
+    ``pool``: a ``backend.BufferPool`` the output and the work buffers are
+    taken from (reused between calls), or None for fresh arrays; ``out``: a
+    C-contiguous (N, F, OH, OW) array to write y into; ``layer_batch``: when
+    x is a piece of a layer's batch (``backend.batch_map``), the whole
+    batch's size, so that the dispatch rule judges the layer and every
+    piece takes the same path.
 
     Where ``shiftconv.suits`` (the ``shift_*`` knobs of ``TUNING``) the layer
     runs as shifted GEMMs instead, and the cache is a
@@ -93,13 +99,23 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, **tuning):
     f, c, kh, kw = weight.shape
     tuned = _tuned(tuning)
     out_hw(x.shape, (kh, kw), (sh, sw), (ph, pw), "conv")  # refuses a kernel larger than the input
-    if shiftconv.suits(x.shape, weight.shape, (sh, sw), (ph, pw), tuned["shift_min_channels"],
+    judged = (x.shape[0] if layer_batch is None else layer_batch, *x.shape[1:])
+    if shiftconv.suits(judged, weight.shape, (sh, sw), (ph, pw), tuned["shift_min_channels"],
                        tuned["shift_pixels_per_filter"], tuned["shift_max_waste"]):  # fmt: skip
         return shiftconv.conv2d_forward(
-            x, weight, bias, (ph, pw), tuned["shift_chunk_columns"], tuned["shift_group_columns"]
+            x, weight, bias, (ph, pw), tuned["shift_chunk_columns"], tuned["shift_group_columns"], pool, out
         )
-    y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), **tuning)
+    y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), pool, out, **tuning)
     return y, FastConvCache(x, weight, x.shape, (sh, sw), (ph, pw))
+
+
+def with_input(cache, x):
+    """``cache`` with ``x`` as its forward input: a piece of the batch
+    (``x[a:b]``, for the backward pass of that piece) or the whole batch
+    the pieces came from; everything else in a cache holds for any batch."""
+    if isinstance(cache, shiftconv.ShiftConvCache):
+        return cache._replace(x=x)
+    return cache._replace(x=x, x_shape=tuple(x.shape))
 
 
 def dx_form(cache, **tuning) -> str:
@@ -126,46 +142,53 @@ def dx_form(cache, **tuning) -> str:
     return "convolution" if n * oh * ow >= crossover * c else "col2im"
 
 
-def conv2d_backward(dy, cache, param_grads=True, **tuning):
+def conv2d_backward(dy, cache, param_grads=True, pool=None, out=None, input_grad=True, **tuning):
     """Gradients of ``conv2d_forward``: dy (N, F, OH, OW) -> dx (N, C, H, W),
     dweight (F, C, kh, kw), dbias (F,) (the last two None when ``param_grads``
     is False). The formulas are ``functional.conv2d_backward``'s; dx in the
-    form ``dx_form(cache, **tuning)`` names.
+    form ``dx_form(cache, **tuning)`` names; ``pool`` as in ``conv2d_forward``,
+    ``out`` a C-contiguous (N, C, H, W) array to write dx into.
+    ``input_grad=False`` skips dx (None; a first layer in training needs none).
     """
     if isinstance(cache, shiftconv.ShiftConvCache):
-        return shiftconv.conv2d_backward(dy, cache, param_grads)
+        return shiftconv.conv2d_backward(dy, cache, param_grads, pool, out, input_grad)
     x, weight, x_shape, stride, padding = cache
     f, c, kh, kw = weight.shape
     xp = get_array_module(dy)
-    by_convolution = dx_form(cache, **tuning) == "convolution"
-    if by_convolution:
-        dx = _dx_by_convolution(dy, weight, padding, **tuning)
+    by_convolution = input_grad and dx_form(cache, **tuning) == "convolution"
+    if not input_grad:
+        dx = None
+    elif by_convolution:
+        dx = _dx_by_convolution(dy, weight, padding, pool, out, **tuning)
         if not param_grads:
             return dx, None, None
+    elif out is None:
+        dx = new_array(xp, x_shape, dy.dtype, pool, zero=True)
     else:
-        dx = xp.zeros(x_shape, dtype=dy.dtype)
+        dx = out
+        dx[...] = 0
     n, oh, ow = x_shape[0], dy.shape[2], dy.shape[3]
     ckk = c * kh * kw
     dy2 = dy.reshape(n, f, oh * ow)  # (N, F, P)
     tiles = _conv_tiles(n, oh, ow, ckk, dy.dtype.itemsize, **tuning)
-    buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype)
-    dw2 = xp.zeros((f, ckk), dtype=dy.dtype) if param_grads else None
+    buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype, pool)
+    dw2 = new_array(xp, (f, ckk), dy.dtype, pool, zero=True) if param_grads else None
     w2t = weight.reshape(f, ckk).T  # (C·kh·kw, F)
     for tile in tiles:
-        dy_tile = _dy_tile(dy2, tile, ow)
-        if not by_convolution:  # dcols = W₂ᵀ dy, folded into dx (col2im)
+        dy_tile = _dy_tile(dy2, tile, ow, pool)
+        if input_grad and not by_convolution:  # dcols = W₂ᵀ dy, folded into dx (col2im)
             dcols = buf[: ckk * dy_tile.shape[1]].reshape(ckk, -1)
             xp.matmul(w2t, dy_tile, out=dcols)
             _fold_tile(dx, dcols, tile, (kh, kw), stride, padding, ow)
         if param_grads:  # dW₂ += dy · colsᵀ; the buffer is free again once dcols are folded
             cols = _unfold_tile(buf, x, tile, (kh, kw), stride, padding, ow)
-            dw2 += dy_tile @ cols.T
+            gemm_accumulate(dw2, dy_tile, cols.T)
     if not param_grads:
         return dx, None, None
     return dx, dw2.reshape(weight.shape), dy2.sum(axis=(0, 2))
 
 
-def _dx_by_convolution(dy, weight, padding, **tuning):
+def _dx_by_convolution(dy, weight, padding, pool=None, out=None, **tuning):
     """dx = dy ⋆ W' with W'[c, f] = W[f, c, ::-1, ::-1] and padding k − 1 − p
     (stride 1 only): the full correlation with the flipped kernel."""
     f, c, kh, kw = weight.shape
@@ -173,19 +196,19 @@ def _dx_by_convolution(dy, weight, padding, **tuning):
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, kh, kw)
     flipped = xp.ascontiguousarray(flipped).reshape(c, f * kh * kw)
     ph, pw = padding
-    return correlate(dy, flipped, None, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), **tuning)
+    return correlate(dy, flipped, None, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), pool, out, **tuning)
 
 
-def correlate(x, w2, bias, kernel, stride, padding, **tuning):
-    """The tiled im2col + GEMM: (N, C, H, W) ⋆ w2 (F, C·kh·kw) -> (N, F, OH, OW)."""
+def correlate(x, w2, bias, kernel, stride, padding, pool=None, out=None, **tuning):
+    """The tiled im2col + GEMM: (N, C, H, W) ⋆ w2 (F, C·kh·kw) -> (N, F, OH, OW), into ``out`` if given."""
     xp = get_array_module(x)
     n = x.shape[0]
     f, ckk = w2.shape
     oh, ow = out_hw(x.shape, kernel, stride, padding, "conv")
-    y = xp.empty((n, f, oh * ow), dtype=x.dtype)
+    y = new_array(xp, (n, f, oh * ow), x.dtype, pool) if out is None else out.reshape(n, f, oh * ow)
     tiles = _conv_tiles(n, oh, ow, ckk, x.dtype.itemsize, **tuning)
-    buf = _tile_buffer(xp, tiles, ckk, ow, x.dtype)
-    prod_buf = _tile_buffer(xp, tiles, f, ow, x.dtype)
+    buf = _tile_buffer(xp, tiles, ckk, ow, x.dtype, pool)
+    prod_buf = _tile_buffer(xp, tiles, f, ow, x.dtype, pool)
     for tile in tiles:
         n0, n1, r0, r1 = tile
         cols = _unfold_tile(buf, x, tile, kernel, stride, padding, ow)  # (C·kh·kw, T)
@@ -206,12 +229,15 @@ def correlate(x, w2, bias, kernel, stride, padding, **tuning):
     return y.reshape(n, f, oh, ow)
 
 
-def _dy_tile(dy2, tile, ow):
+def _dy_tile(dy2, tile, ow, pool=None):
     """The output gradients of one tile as (F, T), T in (image, row, col) order."""
     n0, n1, r0, r1 = tile
     if n1 - n0 == 1:
         return dy2[n0, :, r0 * ow : r1 * ow]  # a view
-    return dy2[n0:n1].transpose(1, 0, 2).reshape(dy2.shape[1], -1)  # a copy
+    f, p = dy2.shape[1], dy2.shape[2]
+    out = new_array(get_array_module(dy2), (f, n1 - n0, p), dy2.dtype, pool)
+    out[...] = dy2[n0:n1].transpose(1, 0, 2)  # a copy
+    return out.reshape(f, -1)
 
 
 def _conv_tiles(n, oh, ow, ckk, itemsize, **tuning):
@@ -236,10 +262,10 @@ def _conv_tiles(n, oh, ow, ckk, itemsize, **tuning):
     return [(i, min(n, i + images), 0, oh) for i in range(0, n, images)]
 
 
-def _tile_buffer(xp, tiles, ckk, ow, dtype):
+def _tile_buffer(xp, tiles, ckk, ow, dtype, pool=None):
     """One flat buffer large enough for the columns of the largest tile."""
     largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in tiles) * ow
-    return xp.empty(ckk * largest, dtype=dtype)
+    return new_array(xp, (ckk * largest,), dtype, pool)
 
 
 # The padding is never built: a padded copy of the input would cost a pass

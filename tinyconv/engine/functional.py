@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import RuleError, ShapeError
-from .backend import get_array_module
+from .backend import get_array_module, new_array
 
 # How a ReLU passes a signal back (see ``relu_backward``); one tuple for the
 # engine and the DeconvNet.
@@ -192,15 +192,21 @@ class ReLUCache(NamedTuple):
     mask: object  # 1(x > 0), bool, the shape of x
 
 
-def relu_forward(x):
-    """y = max(x, 0).  x: any shape -> y: same shape, ReLUCache(mask = 1(x > 0))."""
+def relu_forward(x, pool=None, out=None):
+    """y = max(x, 0).  x: any shape -> y: same shape, ReLUCache(mask = 1(x > 0)).
+
+    ``pool`` (here and below): a ``backend.BufferPool`` the outputs are taken
+    from, or None for fresh arrays; ``out``: the arrays to write the outputs
+    into (here (y, mask)). The values are the same either way.
+    """
     xp = get_array_module(x)
+    y, mask = out or (new_array(xp, x.shape, x.dtype, pool), new_array(xp, x.shape, bool, pool))
     # maximum and the products in relu_backward are branch-free: masked
     # selections (where, copyto(where=)) are much slower on a ReLU's random masks
-    return xp.maximum(x, 0), ReLUCache(x > 0)
+    return xp.maximum(x, 0, out=y), ReLUCache(xp.greater(x, 0, out=mask))
 
 
-def relu_backward(dy, cache, rule="gradient"):
+def relu_backward(dy, cache, rule="gradient", pool=None, out=None):
     """Backward through a ReLU under one of three rules (strict ``>``)::
 
         gradient   dx = dy · 1(x > 0)             (backprop: the true gradient)
@@ -211,13 +217,13 @@ def relu_backward(dy, cache, rule="gradient"):
     product with a 0/1 mask is the selection.)
     """
     xp = get_array_module(dy)
+    if rule not in RULES:
+        raise RuleError(f"unknown ReLU rule {rule!r}; expected one of {', '.join(RULES)}")
+    dx = new_array(xp, dy.shape, dy.dtype, pool) if out is None else out
     if rule == "gradient":
-        return dy * cache.mask
-    if rule == "deconvnet":
-        return xp.maximum(dy, 0)
-    if rule == "guided":
-        return xp.maximum(dy, 0) * cache.mask
-    raise RuleError(f"unknown ReLU rule {rule!r}; expected one of {', '.join(RULES)}")
+        return xp.multiply(dy, cache.mask, out=dx)
+    xp.maximum(dy, 0, out=dx)
+    return dx if rule == "deconvnet" else xp.multiply(dx, cache.mask, out=dx)
 
 
 # ----------------------------------------------------------------------------
@@ -232,61 +238,80 @@ class MaxPoolCache(NamedTuple):
     padding: tuple
 
 
-def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True):
+def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True, pool=None, out=None):
     """y[n, c, r, q] = max over the window of (r, q); the switches record the
     flat kernel offset i·kw + j the max came from (the first one on ties).
 
     x: (N, C, H, W) -> y: (N, C, OH, OW), MaxPoolCache. Switches are uint8
     (intp for kernels of more than 256 offsets); None with ``switches=False``
     (inference: one pass per kernel offset instead of five). Padding counts
-    as -inf, as in PyTorch.
+    as -inf, as in PyTorch. ``out``: (y, switches) to write into.
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = get_array_module(x)
     oh, ow = out_hw(x.shape, kernel, stride, padding, "max-pool")
     xpad = pad(x, ph, pw, value=-np.inf)
+    shape = (x.shape[0], x.shape[1], oh, ow)
     # a running max over the kernel offsets: offset 0 holds every window until
     # a later offset beats it strictly (so ties keep the first offset).
     # Branch-free: w += better·(k − w) is "w = k where better".
-    y = xpad[window(0, 0, oh, ow, sh, sw)].copy()  # (N, C, OH, OW)
-    winners = xp.zeros(y.shape, dtype=np.uint8 if kh * kw <= 256 else np.intp) if switches else None
+    kind = np.uint8 if kh * kw <= 256 else np.intp
+    if out is None:
+        out = new_array(xp, shape, x.dtype, pool), new_array(xp, shape, kind, pool) if switches else None
+    y, winners = out
+    y[...] = xpad[window(0, 0, oh, ow, sh, sw)]
+    if switches:
+        winners[...] = 0
+        better, step = new_array(xp, shape, bool, pool), new_array(xp, shape, kind, pool)
     for k in range(1, kh * kw):
         candidate = xpad[window(*divmod(k, kw), oh, ow, sh, sw)]
         if switches:
-            better = candidate > y
-            winners += better * (k - winners)
+            xp.greater(candidate, y, out=better)
+            xp.subtract(k, winners, out=step)  # k > every earlier offset: no wrap-around
+            winners += xp.multiply(step, better, out=step)
         xp.maximum(y, candidate, out=y)
-    return y, MaxPoolCache(winners, x.shape, kernel, stride, padding)
+    return y, MaxPoolCache(winners if switches else None, x.shape, kernel, stride, padding)
 
 
-def unpool(grad, switches, input_shape, kernel, stride, padding=(0, 0)):
+def unpool(grad, switches, input_shape, kernel, stride, padding=(0, 0), pool=None, out=None):
     """Place each value of ``grad`` at its switch; zeros everywhere else.
 
     grad, switches: (N, C, OH, OW) -> (N, C, H, W). This one function is both
     the max-pool backward pass and the DeconvNet's unpooling; overlapping
-    windows sum.
+    windows sum. ``out``: the (N, C, H, W) array to write into.
     """
     (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
     xp = get_array_module(grad)
     n, c, h, w = input_shape
     oh, ow = switches.shape[2:]
-    out = xp.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
     overlapping = sh < kh or sw < kw
+    # windows that tile the input exactly write every pixel: no zeroing first
+    tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and (oh * kh, ow * kw) == (h, w)
+    if out is None or (ph, pw) != (0, 0):
+        full = new_array(xp, (n, c, h + 2 * ph, w + 2 * pw), grad.dtype, pool, zero=not tiled)
+    else:  # no padding: write straight into out
+        full = out
+        if not tiled:
+            full[...] = 0
+    hit = new_array(xp, grad.shape, bool, pool)
     for i in range(kh):
         for j in range(kw):
-            view = out[window(i, j, oh, ow, sh, sw)]  # a view into out
-            hit = switches == i * kw + j
+            view = full[window(i, j, oh, ow, sh, sw)]  # a view into full
+            xp.equal(switches, i * kw + j, out=hit)
             if overlapping:  # a pixel may be the switch of several windows: add
                 view += grad * hit
             else:  # each pixel lies in one window at most: write in place
                 xp.multiply(grad, hit, out=view)
-    return unpad(out, ph, pw)
+    if out is None or out is full:
+        return unpad(full, ph, pw)
+    out[...] = unpad(full, ph, pw)
+    return out
 
 
-def maxpool2d_backward(dy, cache):
+def maxpool2d_backward(dy, cache, pool=None, out=None):
     """dx = unpool(dy): dL/dy of each window goes to its max, the recorded
     switch (never re-computed, never split among ties). dy: (N, C, OH, OW)."""
-    return unpool(dy, cache.switches, cache.x_shape, cache.kernel, cache.stride, cache.padding)
+    return unpool(dy, cache.switches, cache.x_shape, cache.kernel, cache.stride, cache.padding, pool, out)
 
 
 # ----------------------------------------------------------------------------
@@ -371,17 +396,19 @@ class LinearCache(NamedTuple):
     weight: object  # (out, in)
 
 
-def linear_forward(x, weight, bias):
-    """y = x Wᵀ + b.  x: (N, in), weight: (out, in), bias: (out,) or None -> y: (N, out)."""
-    y = x @ weight.T
+def linear_forward(x, weight, bias, out=None):
+    """y = x Wᵀ + b.  x: (N, in), weight: (out, in), bias: (out,) or None -> y: (N, out)
+    (written into ``out`` when given)."""
+    y = get_array_module(x).matmul(x, weight.T, out=out)
     if bias is not None:
         y += bias
     return y, LinearCache(x, weight)
 
 
-def linear_backward(dy, cache, param_grads=True):
-    """dx = dy W (N, in),  dW = dyᵀ x (out, in),  db = Σ_n dy (out,).  dy: (N, out)."""
-    dx = dy @ cache.weight
+def linear_backward(dy, cache, param_grads=True, out=None):
+    """dx = dy W (N, in),  dW = dyᵀ x (out, in),  db = Σ_n dy (out,).  dy: (N, out);
+    dx written into ``out`` when given."""
+    dx = get_array_module(dy).matmul(dy, cache.weight, out=out)
     if not param_grads:
         return dx, None, None
     return dx, dy.T @ cache.x, dy.sum(axis=0)

@@ -21,7 +21,7 @@ import numpy as np
 from ..errors import OptionError, PrecisionWarning, RuleError, ShapeError
 from . import fastconv
 from . import functional as F
-from .backend import DeviceError, device_of, get_array_module, to_device
+from .backend import BufferPool, DeviceError, batch_map, device_of, get_array_module, new_array, to_device
 from .functional import RULES, out_hw, pair
 
 __all__ = [
@@ -55,6 +55,12 @@ class Layer:
         self.name: str | None = None
         self.training = False
         self._output = None  # (shape, device) of the last forward output; None: nothing to go back through
+        # outputs and work buffers reused between calls of the same shape (a
+        # Sequential hands all its layers one pool); ``forget`` releases it
+        self.pool = BufferPool()
+
+    # True where backward takes input_grad=False and then skips dx (Conv2d)
+    skips_input_grad = False
 
     def set_params(self, params: dict):
         """Hold ``params`` (name -> array) with fresh zero gradients."""
@@ -143,13 +149,18 @@ class Layer:
         caller's pipeline and may be overwritten. Layers whose forward keeps
         more than references override this."""
         y = self.forward(x)
-        self.forget()
+        self.drop_cache()
         return y
 
-    def forget(self):
+    def drop_cache(self):
         """Drop the cache of the last forward; backward then refuses to run."""
         self.cache = None
         self._output = None
+
+    def forget(self):
+        """Drop the cache and release the buffers kept for the next call (``pool``)."""
+        self.drop_cache()
+        self.pool.release()
 
     def output_shape(self, shape: tuple) -> tuple:
         """Shape of one output sample for an input sample of ``shape``."""
@@ -187,6 +198,17 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _sum(arrays):
+    """The sum of the pieces' parameter gradients; None when they are None (no parameter gradients)."""
+    arrays = list(arrays)
+    if arrays[0] is None:
+        return None
+    total = arrays[0]
+    for a in arrays[1:]:
+        total = total + a
+    return total
+
+
 def _uniform(rng, bound, shape):
     return rng.uniform(-bound, bound, size=shape).astype(np.float32)
 
@@ -206,6 +228,8 @@ class Conv2d(Layer):
     defaults) is passed to it, and ``dx_form`` tells which form of dx the last
     backward took ("col2im" or "convolution", see ``fastconv.dx_form``).
     """
+
+    skips_input_grad = True
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, bias=True, seed=None):
         super().__init__()
@@ -239,18 +263,37 @@ class Conv2d(Layer):
 
     def forward(self, x):
         self._check_input(x, 4, self.in_channels)
-        out_hw(x.shape, self.kernel_size, self.stride, self.padding, self.where())
+        oh, ow = out_hw(x.shape, self.kernel_size, self.stride, self.padding, self.where())
         bias = self._param("bias", x) if "bias" in self.params else None
         weight = self._param("weight", x)
-        y, self.cache = fastconv.conv2d_forward(x, weight, bias, self.stride, self.padding, **self.tuning)
+        xp = get_array_module(x)
+        y = new_array(xp, (x.shape[0], self.out_channels, oh, ow), x.dtype, self.pool)
+
+        def piece(a, b):  # the images a:b (see batch_map)
+            return fastconv.conv2d_forward(x[a:b], weight, bias, self.stride, self.padding, pool=self.pool,
+                                           out=y[a:b], layer_batch=len(x), **self.tuning)[1]  # fmt: skip
+
+        self.cache = fastconv.with_input(batch_map(piece, len(x), xp)[0], x)
         return self._record_output(y)
 
-    def backward(self, dy, param_grads=True):
+    def backward(self, dy, param_grads=True, input_grad=True):
+        """dx (None with ``input_grad=False``: a first layer in training needs
+        none), and the parameter gradients added to ``grads``."""
         self.check_gradient(dy)
-        self.dx_form = fastconv.dx_form(self.cache, **self.tuning)
-        dx, dw, db = fastconv.conv2d_backward(dy, self.cache, param_grads, **self.tuning)
-        self._accumulate(weight=dw, bias=db)
-        return dx
+        self.dx_form = fastconv.dx_form(self.cache, **self.tuning) if input_grad else None
+        xp = get_array_module(dy)
+        x = self.cache.x
+        dx = new_array(xp, x.shape, dy.dtype, self.pool) if input_grad else None
+
+        def piece(a, b):  # the images a:b: their dx, and their share of dW and db
+            cache, out = fastconv.with_input(self.cache, x[a:b]), None if dx is None else dx[a:b]
+            return fastconv.conv2d_backward(dy[a:b], cache, param_grads, self.pool, out, input_grad,
+                                            **self.tuning)[1:]  # fmt: skip
+
+        shares = batch_map(piece, len(dy), xp)
+        if param_grads:
+            self._accumulate(weight=_sum(s[0] for s in shares), bias=_sum(s[1] for s in shares))
+        return dx if input_grad else None
 
     def output_shape(self, shape):
         c, h, w = shape
@@ -286,19 +329,26 @@ class ReLU(Layer):
 
     def forward(self, x):
         self._check_input(x, None)
-        y, self.cache = F.relu_forward(x)
+        xp = get_array_module(x)
+        y, mask = new_array(xp, x.shape, x.dtype, self.pool), new_array(xp, x.shape, bool, self.pool)
+        batch_map(lambda a, b: F.relu_forward(x[a:b], out=(y[a:b], mask[a:b])), len(x), xp)
+        self.cache = F.ReLUCache(mask)
         return self._record_output(y)
 
     def backward(self, dy, param_grads=True):
         self.check_gradient(dy)
-        return F.relu_backward(dy, self.cache, self.rule)
+        xp = get_array_module(dy)
+        dx, mask = new_array(xp, dy.shape, dy.dtype, self.pool), self.cache.mask
+        batch_map(lambda a, b: F.relu_backward(dy[a:b], F.ReLUCache(mask[a:b]), self.rule, out=dx[a:b]),
+                  len(dy), xp)  # fmt: skip
+        return dx
 
     def infer(self, x, inplace=False):
         # no mask; in place over the previous layer's output when allowed
         self._check_input(x, None)
-        self.forget()
+        self.drop_cache()
         xp = get_array_module(x)
-        return xp.maximum(x, 0, out=x if inplace else None)
+        return xp.maximum(x, 0, out=x if inplace else new_array(xp, x.shape, x.dtype, self.pool))
 
     def spec(self):
         return {"type": "ReLU", "rule": self.rule}
@@ -343,18 +393,39 @@ class MaxPool2d(_Pool):
 
     def forward(self, x):
         self._check_input(x, 4)
-        y, self.cache = F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding)
+        xp = get_array_module(x)
+        c, oh, ow = self.output_shape(x.shape[1:])
+        kind = np.uint8 if self.kernel_size[0] * self.kernel_size[1] <= 256 else np.intp
+        y = new_array(xp, (len(x), c, oh, ow), x.dtype, self.pool)
+        switches = new_array(xp, y.shape, kind, self.pool)
+
+        def piece(a, b):  # the images a:b, into their rows of y and the switches
+            out = (y[a:b], switches[a:b])
+            F.maxpool2d_forward(x[a:b], self.kernel_size, self.stride, self.padding, pool=self.pool, out=out)
+
+        batch_map(piece, len(x), xp)
+        self.cache = F.MaxPoolCache(switches, x.shape, self.kernel_size, self.stride, self.padding)
         return self._record_output(y)
 
     def backward(self, dy, param_grads=True):
         self.check_gradient(dy)
-        return F.maxpool2d_backward(dy, self.cache)
+        xp = get_array_module(dy)
+        cache = self.cache
+        dx = new_array(xp, cache.x_shape, dy.dtype, self.pool)
+
+        def piece(a, b):
+            shape = (b - a, *cache.x_shape[1:])
+            F.unpool(dy[a:b], cache.switches[a:b], shape, cache.kernel, cache.stride, cache.padding,
+                     pool=self.pool, out=dx[a:b])  # fmt: skip
+
+        batch_map(piece, len(dy), xp)
+        return dx
 
     def infer(self, x, inplace=False):
         # no switches: one pass per kernel offset instead of five
         self._check_input(x, 4)
-        self.forget()
-        return F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, switches=False)[0]
+        self.drop_cache()
+        return F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, False, self.pool)[0]
 
 
 class AvgPool2d(_Pool):
@@ -424,13 +495,25 @@ class Linear(Layer):
     def forward(self, x):
         self._check_input(x, 2, self.in_features)
         bias = self._param("bias", x) if "bias" in self.params else None
-        y, self.cache = F.linear_forward(x, self._param("weight", x), bias)
+        weight = self._param("weight", x)
+        xp = get_array_module(x)
+        y = new_array(xp, (len(x), self.out_features), x.dtype, self.pool)
+        batch_map(lambda a, b: F.linear_forward(x[a:b], weight, bias, out=y[a:b]), len(x), xp)
+        self.cache = F.LinearCache(x, weight)
         return self._record_output(y)
 
     def backward(self, dy, param_grads=True):
         self.check_gradient(dy)
-        dx, dw, db = F.linear_backward(dy, self.cache, param_grads)
-        self._accumulate(weight=dw, bias=db)
+        xp = get_array_module(dy)
+        x, weight = self.cache
+        dx = new_array(xp, x.shape, dy.dtype, self.pool)
+
+        def piece(a, b):  # the rows a:b: their dx, and their share of dW and db
+            return F.linear_backward(dy[a:b], F.LinearCache(x[a:b], weight), param_grads, out=dx[a:b])[1:]
+
+        shares = batch_map(piece, len(dy), xp)
+        if param_grads:
+            self._accumulate(weight=_sum(s[0] for s in shares), bias=_sum(s[1] for s in shares))
         return dx
 
     def output_shape(self, shape):

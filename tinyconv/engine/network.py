@@ -22,7 +22,7 @@ from collections import namedtuple
 import numpy as np
 
 from ..errors import ArgumentTypeError, OptionError, RuleError, ShapeError, TinyconvError
-from .backend import device_of, get_array_module
+from .backend import BufferPool, device_of, get_array_module
 from .functional import RULES
 from .layers import Layer, ReLU
 
@@ -57,6 +57,12 @@ class Sequential:
                 raise ArgumentTypeError(f"item {i} of layers is a {kind}, not a tinyconv layer")
             layer.name = str(name)
             self.layers.append(layer)
+        # one pool for all layers: a buffer freed by one layer (a gradient
+        # passed on, an activation no cache holds) serves the next that asks
+        # for that shape, so the network holds about what was alive at once
+        self.pool = BufferPool()
+        for layer in self.layers:
+            layer.pool = self.pool
         names = [layer.name for layer in self.layers]
         if len(set(names)) != len(names):
             raise OptionError(f"layer names must be unique, got {names}")
@@ -196,15 +202,23 @@ class Sequential:
         stop = self.index(layer)
         self.check_input(x)
         self.activations = {}
+        for current in self.layers:  # the old caches go first, so their buffers can serve this pass
+            current.drop_cache()
         for current in self.layers[: stop + 1]:
             x = current.forward(x)
             if keep:
                 self.activations[current.name] = x
-        for later in self.layers[stop + 1 :]:  # their caches belong to an older input
-            later.forget()
         return x
 
-    def backward(self, grad, param_grads: bool = True, start=None, keep: bool = False):
+    def forget(self):
+        """Drop every layer's cache and release the buffers kept for the next call."""
+        for layer in self.layers:
+            layer.drop_cache()
+        self.pool.release()
+
+    def backward(
+        self, grad, param_grads: bool = True, start=None, keep: bool = False, input_grad: bool = True
+    ):
         """Gradient with respect to the input, by the chain rule in reverse.
 
         grad:        ∂L/∂(output of layer ``start``), shape of that output
@@ -213,6 +227,8 @@ class Sequential:
                      False skips that work (saliency, class models).
         keep:        store ∂L/∂(output of each layer) in ``self.gradients``,
                      and the input gradient under "input".
+        input_grad:  False (training): the first layer may skip the input
+                     gradient (a Conv2d does) and None may be returned.
         """
         stop = len(self.layers) - 1 if start is None else self.index(start)
         self.layers[stop].check_gradient(grad)  # each layer's backward checks its own again
@@ -222,7 +238,10 @@ class Sequential:
         for current in reversed(self.layers[: stop + 1]):
             if keep:
                 self.gradients[current.name] = grad
-            grad = current.backward(grad, param_grads)
+            if current is self.layers[0] and not input_grad and current.skips_input_grad:
+                grad = current.backward(grad, param_grads, input_grad=False)
+            else:
+                grad = current.backward(grad, param_grads)
         if keep:
             self.gradients["input"] = grad
         return grad

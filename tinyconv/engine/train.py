@@ -410,6 +410,6 @@ def _sgd_step(net, optimizer, xb, yb, rate):
     loss, dscores = softmax_cross_entropy(scores, yb)
     if math.isfinite(loss):
         net.zero_grad()
-        net.backward(dscores)
+        net.backward(dscores, input_grad=False)  # no input gradient: the images are data
         optimizer.step(rate)
     return scores, loss

@@ -244,7 +244,7 @@ def _tc_train(net, x):
         scores = net.forward(x)
         _, dscores = softmax_cross_entropy(scores, labels)
         net.zero_grad()
-        net.backward(dscores)
+        net.backward(dscores, input_grad=False)  # as the twin: its input needs no gradient
         optimizer.step()
         return scores
 
