@@ -1,4 +1,5 @@
-"""Per layer and operation: tinyconv against PyTorch on VGG-16's saliency work (forward, input-only backward).
+"""Per layer and operation: tinyconv against PyTorch on VGG-16's saliency work
+(forward, input-only backward; ``--param-grads`` adds the parameter gradients).
 
     PYTHONPATH=$PWD python examples/layer_profile_vs_torch.py [--batch 1] [--rounds 3] [--threads 2] [--cpu]
 
@@ -29,6 +30,8 @@ def main(argv=None):
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=bench.default_threads())
     ap.add_argument("--settle", type=float, default=bench.SETTLE_S)
+    ap.add_argument("--param-grads", action="store_true",
+                    help="backward with the parameter gradients too (the train item's work)")  # fmt: skip
     ap.add_argument("--cpu", action="store_true",
                     help="CPU time of the process instead of wall time (meaningful with --threads 1 on a "
                     "busy machine, where wall time measures the scheduler's share)")  # fmt: skip
@@ -52,13 +55,13 @@ def main(argv=None):
         xt = torch.from_numpy(x.copy())
         dyt = torch.from_numpy(dy.copy())
         for p in module.parameters():
-            p.requires_grad_(False)
+            p.requires_grad_(args.param_grads)
 
         def tc_fwd(layer=layer, x=x):
             return layer.forward(x)
 
         def tc_bwd(layer=layer, dy=dy):
-            return layer.backward(dy, param_grads=False)
+            return layer.backward(dy, param_grads=args.param_grads)
 
         def pt_fwd(module=module, xt=xt, state=state):
             xi = xt.detach().requires_grad_(True)

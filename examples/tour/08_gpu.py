@@ -7,6 +7,11 @@ CuPy for GPU arrays. Moving the parameters (net.to("cuda")) and the input
 device the input was on. What does change: sums run in another order, so
 float32 results agree to rounding (~1e-6 relative), not bit for bit; and GPU
 kernels run asynchronously, so a timer must synchronise before reading the clock.
+A max-pool passes the gradient to the largest value of each window, and
+where two values are equal but for rounding (a digit's flat background gives
+many) another order of sums can pick the other one: the float32 input
+gradients then differ at those pixels by whole values. So float32 is compared
+on the scores, the input gradients in float64.
 Needs a GPU with CuPy (pip install 'tinyconv[gpu]'); without one
 (tinyconv.cuda_available() is False) the step says why and exits 0.
 """
@@ -42,15 +47,19 @@ same_top = (tc.to_numpy(scores).argmax(1) == cpu.forward(x_cpu).argmax(1)).all()
 print(f"top classes agree with the CPU on all 10 digits: {bool(same_top)}")
 assert same_top
 
-for dtype, tolerance in ((np.float32, 1e-4), (np.float64, 1e-10)):
-    cpu.astype(dtype)
-    gpu.astype(dtype)
-    w_cpu = input_gradient(cpu, x_cpu.astype(dtype))  # ∂S_c/∂I, the same function on both devices
-    w_gpu = input_gradient(gpu, x_gpu.astype(dtype))
-    assert tc.device_of(w_gpu) == "cuda" and w_gpu.dtype == dtype
-    error = float(np.abs(tc.to_numpy(w_gpu) - w_cpu).max() / np.abs(w_cpu).max())
-    print(f"{np.dtype(dtype).name}: GPU input gradient vs CPU, relative difference {error:.1e}")
-    assert error < tolerance, f"{np.dtype(dtype).name} results must agree to rounding"
+s_cpu = cpu.forward(x_cpu)
+error = float(np.abs(tc.to_numpy(scores) - s_cpu).max() / np.abs(s_cpu).max())
+print(f"float32: GPU scores vs CPU, relative difference {error:.1e}")
+assert error < 1e-5, "float32 scores must agree to rounding"
+
+cpu.astype(np.float64)
+gpu.astype(np.float64)
+w_cpu = input_gradient(cpu, x_cpu.astype(np.float64))  # ∂S_c/∂I, the same function on both devices
+w_gpu = input_gradient(gpu, x_gpu.astype(np.float64))
+assert tc.device_of(w_gpu) == "cuda" and w_gpu.dtype == np.float64
+error = float(np.abs(tc.to_numpy(w_gpu) - w_cpu).max() / np.abs(w_cpu).max())
+print(f"float64: GPU input gradient vs CPU, relative difference {error:.1e}")
+assert error < 1e-10, "float64 input gradients must agree to rounding"
 
 cpu.astype(np.float32)
 gpu.astype(np.float32)
