@@ -368,8 +368,10 @@ class BufferPool:
 
     A large array freed and allocated anew on every call costs page faults
     (the allocator gives big blocks back to the system, which hands them out
-    zeroed page by page); a layer that takes its outputs and work buffers
-    from a pool pays that once. ``empty(xp, shape, dtype)`` returns an
+    zeroed page by page); a layer that takes its outputs from a pool pays
+    that once. Only what a layer returns (and its cache) comes from the pool,
+    never its work buffers: those die within the call, and held in the pool
+    each layer's would add up. ``empty(xp, shape, dtype)`` returns an
     uninitialised array: a held array of that shape and dtype that no one
     else references any more (no caller, no view of it, no cache, by
     CPython's reference count), else a new one, held for next time while
@@ -411,6 +413,18 @@ class BufferPool:
 
     def release(self):
         self._held = {}
+
+    def trim(self):
+        """Let go of the arrays no one else holds now, keep those in use
+        (``Sequential.forward`` calls it at the end of a pass: what the pass
+        freed should not sit idle while the backward pass allocates)."""
+        with self._lock:
+            for key, bucket in list(self._held.items()):
+                kept = [bucket[i] for i in range(len(bucket)) if _references(bucket, i) != _UNHELD]
+                if kept:
+                    self._held[key] = kept
+                else:
+                    del self._held[key]
 
     @property
     def nbytes(self) -> int:

@@ -25,7 +25,7 @@ from types import MappingProxyType
 from typing import NamedTuple
 
 from . import shiftconv
-from .backend import gemm_accumulate, get_array_module, new_array
+from .backend import gemm_accumulate, get_array_module
 from .functional import out_hw, pair
 
 # "shifted": the layer ran as shifted GEMMs (shiftconv), whose dx is its own adjoint
@@ -79,14 +79,13 @@ class FastConvCache(NamedTuple):
     padding: tuple
 
 
-def conv2d_forward(x, weight, bias, stride=1, padding=0, pool=None, out=None, layer_batch=None, **tuning):
+def conv2d_forward(x, weight, bias, stride=1, padding=0, out=None, layer_batch=None, **tuning):
     """y[n, f] = Σ_c x[n, c] ⋆ weight[f, c] + bias[f], tiled (see the module).
 
     x: (N, C, H, W), weight: (F, C, kh, kw), bias: (F,) or None
     -> y: (N, F, OH, OW), FastConvCache. ``tuning``: see ``TUNING``.
-    ``pool``: a ``backend.BufferPool`` the output and the work buffers are
-    taken from (reused between calls), or None for fresh arrays; ``out``: a
-    C-contiguous (N, F, OH, OW) array to write y into; ``layer_batch``: when
+    ``out``: a C-contiguous (N, F, OH, OW) array to write y into (the layer
+    takes it from its ``BufferPool``); ``layer_batch``: when
     x is a piece of a layer's batch (``backend.batch_map``), the whole
     batch's size, so that the dispatch rule judges the layer and every
     piece takes the same path.
@@ -103,9 +102,9 @@ def conv2d_forward(x, weight, bias, stride=1, padding=0, pool=None, out=None, la
     if shiftconv.suits(judged, weight.shape, (sh, sw), (ph, pw), tuned["shift_min_channels"],
                        tuned["shift_pixels_per_filter"], tuned["shift_max_waste"]):  # fmt: skip
         return shiftconv.conv2d_forward(
-            x, weight, bias, (ph, pw), tuned["shift_chunk_columns"], tuned["shift_group_columns"], pool, out
+            x, weight, bias, (ph, pw), tuned["shift_chunk_columns"], tuned["shift_group_columns"], out
         )
-    y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), pool, out, **tuning)
+    y = correlate(x, weight.reshape(f, c * kh * kw), bias, (kh, kw), (sh, sw), (ph, pw), out, **tuning)
     return y, FastConvCache(x, weight, x.shape, (sh, sw), (ph, pw))
 
 
@@ -142,16 +141,16 @@ def dx_form(cache, **tuning) -> str:
     return "convolution" if n * oh * ow >= crossover * c else "col2im"
 
 
-def conv2d_backward(dy, cache, param_grads=True, pool=None, out=None, input_grad=True, **tuning):
+def conv2d_backward(dy, cache, param_grads=True, out=None, input_grad=True, **tuning):
     """Gradients of ``conv2d_forward``: dy (N, F, OH, OW) -> dx (N, C, H, W),
     dweight (F, C, kh, kw), dbias (F,) (the last two None when ``param_grads``
     is False). The formulas are ``functional.conv2d_backward``'s; dx in the
-    form ``dx_form(cache, **tuning)`` names; ``pool`` as in ``conv2d_forward``,
-    ``out`` a C-contiguous (N, C, H, W) array to write dx into.
+    form ``dx_form(cache, **tuning)`` names; ``out`` a C-contiguous
+    (N, C, H, W) array to write dx into.
     ``input_grad=False`` skips dx (None; a first layer in training needs none).
     """
     if isinstance(cache, shiftconv.ShiftConvCache):
-        return shiftconv.conv2d_backward(dy, cache, param_grads, pool, out, input_grad)
+        return shiftconv.conv2d_backward(dy, cache, param_grads, out, input_grad)
     x, weight, x_shape, stride, padding = cache
     f, c, kh, kw = weight.shape
     xp = get_array_module(dy)
@@ -159,11 +158,11 @@ def conv2d_backward(dy, cache, param_grads=True, pool=None, out=None, input_grad
     if not input_grad:
         dx = None
     elif by_convolution:
-        dx = _dx_by_convolution(dy, weight, padding, pool, out, **tuning)
+        dx = _dx_by_convolution(dy, weight, padding, out, **tuning)
         if not param_grads:
             return dx, None, None
     elif out is None:
-        dx = new_array(xp, x_shape, dy.dtype, pool, zero=True)
+        dx = xp.zeros(x_shape, dtype=dy.dtype)
     else:
         dx = out
         dx[...] = 0
@@ -171,11 +170,11 @@ def conv2d_backward(dy, cache, param_grads=True, pool=None, out=None, input_grad
     ckk = c * kh * kw
     dy2 = dy.reshape(n, f, oh * ow)  # (N, F, P)
     tiles = _conv_tiles(n, oh, ow, ckk, dy.dtype.itemsize, **tuning)
-    buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype, pool)
-    dw2 = new_array(xp, (f, ckk), dy.dtype, pool, zero=True) if param_grads else None
+    buf = _tile_buffer(xp, tiles, ckk, ow, dy.dtype)
+    dw2 = xp.zeros((f, ckk), dtype=dy.dtype) if param_grads else None
     w2t = weight.reshape(f, ckk).T  # (C·kh·kw, F)
     for tile in tiles:
-        dy_tile = _dy_tile(dy2, tile, ow, pool)
+        dy_tile = _dy_tile(dy2, tile, ow)
         if input_grad and not by_convolution:  # dcols = W₂ᵀ dy, folded into dx (col2im)
             dcols = buf[: ckk * dy_tile.shape[1]].reshape(ckk, -1)
             xp.matmul(w2t, dy_tile, out=dcols)
@@ -188,7 +187,7 @@ def conv2d_backward(dy, cache, param_grads=True, pool=None, out=None, input_grad
     return dx, dw2.reshape(weight.shape), dy2.sum(axis=(0, 2))
 
 
-def _dx_by_convolution(dy, weight, padding, pool=None, out=None, **tuning):
+def _dx_by_convolution(dy, weight, padding, out=None, **tuning):
     """dx = dy ⋆ W' with W'[c, f] = W[f, c, ::-1, ::-1] and padding k − 1 − p
     (stride 1 only): the full correlation with the flipped kernel."""
     f, c, kh, kw = weight.shape
@@ -196,19 +195,19 @@ def _dx_by_convolution(dy, weight, padding, pool=None, out=None, **tuning):
     flipped = weight[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)  # (C, F, kh, kw)
     flipped = xp.ascontiguousarray(flipped).reshape(c, f * kh * kw)
     ph, pw = padding
-    return correlate(dy, flipped, None, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), pool, out, **tuning)
+    return correlate(dy, flipped, None, (kh, kw), (1, 1), (kh - 1 - ph, kw - 1 - pw), out, **tuning)
 
 
-def correlate(x, w2, bias, kernel, stride, padding, pool=None, out=None, **tuning):
+def correlate(x, w2, bias, kernel, stride, padding, out=None, **tuning):
     """The tiled im2col + GEMM: (N, C, H, W) ⋆ w2 (F, C·kh·kw) -> (N, F, OH, OW), into ``out`` if given."""
     xp = get_array_module(x)
     n = x.shape[0]
     f, ckk = w2.shape
     oh, ow = out_hw(x.shape, kernel, stride, padding, "conv")
-    y = new_array(xp, (n, f, oh * ow), x.dtype, pool) if out is None else out.reshape(n, f, oh * ow)
+    y = xp.empty((n, f, oh * ow), dtype=x.dtype) if out is None else out.reshape(n, f, oh * ow)
     tiles = _conv_tiles(n, oh, ow, ckk, x.dtype.itemsize, **tuning)
-    buf = _tile_buffer(xp, tiles, ckk, ow, x.dtype, pool)
-    prod_buf = _tile_buffer(xp, tiles, f, ow, x.dtype, pool)
+    buf = _tile_buffer(xp, tiles, ckk, ow, x.dtype)
+    prod_buf = _tile_buffer(xp, tiles, f, ow, x.dtype)
     for tile in tiles:
         n0, n1, r0, r1 = tile
         cols = _unfold_tile(buf, x, tile, kernel, stride, padding, ow)  # (C·kh·kw, T)
@@ -229,13 +228,13 @@ def correlate(x, w2, bias, kernel, stride, padding, pool=None, out=None, **tunin
     return y.reshape(n, f, oh, ow)
 
 
-def _dy_tile(dy2, tile, ow, pool=None):
+def _dy_tile(dy2, tile, ow):
     """The output gradients of one tile as (F, T), T in (image, row, col) order."""
     n0, n1, r0, r1 = tile
     if n1 - n0 == 1:
         return dy2[n0, :, r0 * ow : r1 * ow]  # a view
     f, p = dy2.shape[1], dy2.shape[2]
-    out = new_array(get_array_module(dy2), (f, n1 - n0, p), dy2.dtype, pool)
+    out = get_array_module(dy2).empty((f, n1 - n0, p), dtype=dy2.dtype)
     out[...] = dy2[n0:n1].transpose(1, 0, 2)  # a copy
     return out.reshape(f, -1)
 
@@ -262,10 +261,10 @@ def _conv_tiles(n, oh, ow, ckk, itemsize, **tuning):
     return [(i, min(n, i + images), 0, oh) for i in range(0, n, images)]
 
 
-def _tile_buffer(xp, tiles, ckk, ow, dtype, pool=None):
+def _tile_buffer(xp, tiles, ckk, ow, dtype):
     """One flat buffer large enough for the columns of the largest tile."""
     largest = max((n1 - n0) * (r1 - r0) for n0, n1, r0, r1 in tiles) * ow
-    return new_array(xp, (ckk * largest,), dtype, pool)
+    return xp.empty((ckk * largest,), dtype=dtype)
 
 
 # The padding is never built: a padded copy of the input would cost a pass

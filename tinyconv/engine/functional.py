@@ -24,7 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import RuleError, ShapeError
-from .backend import get_array_module, new_array
+from .backend import get_array_module
 
 # How a ReLU passes a signal back (see ``relu_backward``); one tuple for the
 # engine and the DeconvNet.
@@ -192,21 +192,21 @@ class ReLUCache(NamedTuple):
     mask: object  # 1(x > 0), bool, the shape of x
 
 
-def relu_forward(x, pool=None, out=None):
+def relu_forward(x, out=None):
     """y = max(x, 0).  x: any shape -> y: same shape, ReLUCache(mask = 1(x > 0)).
 
-    ``pool`` (here and below): a ``backend.BufferPool`` the outputs are taken
-    from, or None for fresh arrays; ``out``: the arrays to write the outputs
-    into (here (y, mask)). The values are the same either way.
+    ``out`` (here and below): the arrays to write the outputs into, here
+    (y, mask); None: fresh arrays. (The layers pass arrays from their
+    ``BufferPool``, reused between calls.)
     """
     xp = get_array_module(x)
-    y, mask = out or (new_array(xp, x.shape, x.dtype, pool), new_array(xp, x.shape, bool, pool))
+    y, mask = out or (xp.empty(x.shape, dtype=x.dtype), xp.empty(x.shape, dtype=bool))
     # maximum and the products in relu_backward are branch-free: masked
     # selections (where, copyto(where=)) are much slower on a ReLU's random masks
     return xp.maximum(x, 0, out=y), ReLUCache(xp.greater(x, 0, out=mask))
 
 
-def relu_backward(dy, cache, rule="gradient", pool=None, out=None):
+def relu_backward(dy, cache, rule="gradient", out=None):
     """Backward through a ReLU under one of three rules (strict ``>``)::
 
         gradient   dx = dy · 1(x > 0)             (backprop: the true gradient)
@@ -219,7 +219,7 @@ def relu_backward(dy, cache, rule="gradient", pool=None, out=None):
     xp = get_array_module(dy)
     if rule not in RULES:
         raise RuleError(f"unknown ReLU rule {rule!r}; expected one of {', '.join(RULES)}")
-    dx = new_array(xp, dy.shape, dy.dtype, pool) if out is None else out
+    dx = xp.empty(dy.shape, dtype=dy.dtype) if out is None else out
     if rule == "gradient":
         return xp.multiply(dy, cache.mask, out=dx)
     xp.maximum(dy, 0, out=dx)
@@ -238,7 +238,7 @@ class MaxPoolCache(NamedTuple):
     padding: tuple
 
 
-def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True, pool=None, out=None):
+def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True, out=None):
     """y[n, c, r, q] = max over the window of (r, q); the switches record the
     flat kernel offset i·kw + j the max came from (the first one on ties).
 
@@ -257,12 +257,12 @@ def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True, pool=Non
     # Branch-free: w += better·(k − w) is "w = k where better".
     kind = np.uint8 if kh * kw <= 256 else np.intp
     if out is None:
-        out = new_array(xp, shape, x.dtype, pool), new_array(xp, shape, kind, pool) if switches else None
+        out = xp.empty(shape, dtype=x.dtype), xp.empty(shape, dtype=kind) if switches else None
     y, winners = out
     y[...] = xpad[window(0, 0, oh, ow, sh, sw)]
     if switches:
         winners[...] = 0
-        better, step = new_array(xp, shape, bool, pool), new_array(xp, shape, kind, pool)
+        better, step = xp.empty(shape, dtype=bool), xp.empty(shape, dtype=kind)
     for k in range(1, kh * kw):
         candidate = xpad[window(*divmod(k, kw), oh, ow, sh, sw)]
         if switches:
@@ -273,7 +273,7 @@ def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True, pool=Non
     return y, MaxPoolCache(winners if switches else None, x.shape, kernel, stride, padding)
 
 
-def unpool(grad, switches, input_shape, kernel, stride, padding=(0, 0), pool=None, out=None):
+def unpool(grad, switches, input_shape, kernel, stride, padding=(0, 0), out=None):
     """Place each value of ``grad`` at its switch; zeros everywhere else.
 
     grad, switches: (N, C, OH, OW) -> (N, C, H, W). This one function is both
@@ -288,12 +288,12 @@ def unpool(grad, switches, input_shape, kernel, stride, padding=(0, 0), pool=Non
     # windows that tile the input exactly write every pixel: no zeroing first
     tiled = (sh, sw) == (kh, kw) and (ph, pw) == (0, 0) and (oh * kh, ow * kw) == (h, w)
     if out is None or (ph, pw) != (0, 0):
-        full = new_array(xp, (n, c, h + 2 * ph, w + 2 * pw), grad.dtype, pool, zero=not tiled)
+        full = (xp.empty if tiled else xp.zeros)((n, c, h + 2 * ph, w + 2 * pw), dtype=grad.dtype)
     else:  # no padding: write straight into out
         full = out
         if not tiled:
             full[...] = 0
-    hit = new_array(xp, grad.shape, bool, pool)
+    hit = xp.empty(grad.shape, dtype=bool)
     for i in range(kh):
         for j in range(kw):
             view = full[window(i, j, oh, ow, sh, sw)]  # a view into full
@@ -308,10 +308,10 @@ def unpool(grad, switches, input_shape, kernel, stride, padding=(0, 0), pool=Non
     return out
 
 
-def maxpool2d_backward(dy, cache, pool=None, out=None):
+def maxpool2d_backward(dy, cache, out=None):
     """dx = unpool(dy): dL/dy of each window goes to its max, the recorded
     switch (never re-computed, never split among ties). dy: (N, C, OH, OW)."""
-    return unpool(dy, cache.switches, cache.x_shape, cache.kernel, cache.stride, cache.padding, pool, out)
+    return unpool(dy, cache.switches, cache.x_shape, cache.kernel, cache.stride, cache.padding, out)
 
 
 # ----------------------------------------------------------------------------
@@ -411,7 +411,14 @@ def linear_backward(dy, cache, param_grads=True, out=None):
     dx = get_array_module(dy).matmul(dy, cache.weight, out=out)
     if not param_grads:
         return dx, None, None
-    return dx, dy.T @ cache.x, dy.sum(axis=0)
+    return (dx, *linear_param_grads(dy, cache.x))
+
+
+def linear_param_grads(dy, x, out=None):
+    """dW = dyᵀ x (out, in) and db = Σ_n dy (out,), written into ``out`` = (dW, db) when given."""
+    xp = get_array_module(dy)
+    dw, db = out or (None, None)
+    return xp.matmul(dy.T, x, out=dw), xp.sum(dy, axis=0, out=db)
 
 
 class FlattenCache(NamedTuple):

@@ -21,7 +21,16 @@ import numpy as np
 from ..errors import OptionError, PrecisionWarning, RuleError, ShapeError
 from . import fastconv
 from . import functional as F
-from .backend import BufferPool, DeviceError, batch_map, device_of, get_array_module, new_array, to_device
+from .backend import (
+    BufferPool,
+    DeviceError,
+    batch_map,
+    device_of,
+    get_array_module,
+    new_array,
+    to_device,
+    worker_threads,
+)
 from .functional import RULES, out_hw, pair
 
 __all__ = [
@@ -55,8 +64,8 @@ class Layer:
         self.name: str | None = None
         self.training = False
         self._output = None  # (shape, device) of the last forward output; None: nothing to go back through
-        # outputs and work buffers reused between calls of the same shape (a
-        # Sequential hands all its layers one pool); ``forget`` releases it
+        # outputs (and input gradients) reused between calls of the same shape
+        # (a Sequential hands all its layers one pool); ``forget`` releases it
         self.pool = BufferPool()
 
     # True where backward takes input_grad=False and then skips dx (Conv2d)
@@ -147,8 +156,14 @@ class Layer:
         """The forward output with nothing kept for a backward pass (what
         ``Sequential.predict`` calls). ``inplace``: ``x`` belongs to the
         caller's pipeline and may be overwritten. Layers whose forward keeps
-        more than references override this."""
-        y = self.forward(x)
+        more than references override this. The output is a fresh array, not
+        one from the pool: with no caches a pass holds one stage's arrays at
+        a time, where a pool would keep every stage's."""
+        held, self.pool = self.pool, None
+        try:
+            y = self.forward(x)
+        finally:
+            self.pool = held
         self.drop_cache()
         return y
 
@@ -196,6 +211,15 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.spec().items() if k != "type")
         return f"{type(self).__name__}({args})"
+
+
+def _over_images_or_channels(fn, x, xp):
+    """fn(index) for pieces of ``x`` run at once (``batch_map``): index a slice
+    of the images, or of the channels (axis 1) when there are fewer images
+    than threads; element-wise work and pools treat the two alike."""
+    if x.ndim < 2 or len(x) >= worker_threads():
+        return batch_map(lambda a, b: fn(np.s_[a:b]), len(x), xp)
+    return batch_map(lambda a, b: fn(np.s_[:, a:b]), x.shape[1], xp)
 
 
 def _sum(arrays):
@@ -270,8 +294,8 @@ class Conv2d(Layer):
         y = new_array(xp, (x.shape[0], self.out_channels, oh, ow), x.dtype, self.pool)
 
         def piece(a, b):  # the images a:b (see batch_map)
-            return fastconv.conv2d_forward(x[a:b], weight, bias, self.stride, self.padding, pool=self.pool,
-                                           out=y[a:b], layer_batch=len(x), **self.tuning)[1]  # fmt: skip
+            return fastconv.conv2d_forward(x[a:b], weight, bias, self.stride, self.padding, out=y[a:b],
+                                           layer_batch=len(x), **self.tuning)[1]  # fmt: skip
 
         self.cache = fastconv.with_input(batch_map(piece, len(x), xp)[0], x)
         return self._record_output(y)
@@ -283,12 +307,11 @@ class Conv2d(Layer):
         self.dx_form = fastconv.dx_form(self.cache, **self.tuning) if input_grad else None
         xp = get_array_module(dy)
         x = self.cache.x
-        dx = new_array(xp, x.shape, dy.dtype, self.pool) if input_grad else None
+        dx = xp.empty(x.shape, dtype=dy.dtype) if input_grad else None
 
         def piece(a, b):  # the images a:b: their dx, and their share of dW and db
             cache, out = fastconv.with_input(self.cache, x[a:b]), None if dx is None else dx[a:b]
-            return fastconv.conv2d_backward(dy[a:b], cache, param_grads, self.pool, out, input_grad,
-                                            **self.tuning)[1:]  # fmt: skip
+            return fastconv.conv2d_backward(dy[a:b], cache, param_grads, out, input_grad, **self.tuning)[1:]
 
         shares = batch_map(piece, len(dy), xp)
         if param_grads:
@@ -331,16 +354,16 @@ class ReLU(Layer):
         self._check_input(x, None)
         xp = get_array_module(x)
         y, mask = new_array(xp, x.shape, x.dtype, self.pool), new_array(xp, x.shape, bool, self.pool)
-        batch_map(lambda a, b: F.relu_forward(x[a:b], out=(y[a:b], mask[a:b])), len(x), xp)
+        _over_images_or_channels(lambda s: F.relu_forward(x[s], out=(y[s], mask[s])), x, xp)
         self.cache = F.ReLUCache(mask)
         return self._record_output(y)
 
     def backward(self, dy, param_grads=True):
         self.check_gradient(dy)
         xp = get_array_module(dy)
-        dx, mask = new_array(xp, dy.shape, dy.dtype, self.pool), self.cache.mask
-        batch_map(lambda a, b: F.relu_backward(dy[a:b], F.ReLUCache(mask[a:b]), self.rule, out=dx[a:b]),
-                  len(dy), xp)  # fmt: skip
+        dx, mask = xp.empty(dy.shape, dtype=dy.dtype), self.cache.mask
+        _over_images_or_channels(lambda s: F.relu_backward(dy[s], F.ReLUCache(mask[s]), self.rule, out=dx[s]),
+                                 dy, xp)  # fmt: skip
         return dx
 
     def infer(self, x, inplace=False):
@@ -348,7 +371,7 @@ class ReLU(Layer):
         self._check_input(x, None)
         self.drop_cache()
         xp = get_array_module(x)
-        return xp.maximum(x, 0, out=x if inplace else new_array(xp, x.shape, x.dtype, self.pool))
+        return xp.maximum(x, 0, out=x if inplace else None)
 
     def spec(self):
         return {"type": "ReLU", "rule": self.rule}
@@ -399,11 +422,10 @@ class MaxPool2d(_Pool):
         y = new_array(xp, (len(x), c, oh, ow), x.dtype, self.pool)
         switches = new_array(xp, y.shape, kind, self.pool)
 
-        def piece(a, b):  # the images a:b, into their rows of y and the switches
-            out = (y[a:b], switches[a:b])
-            F.maxpool2d_forward(x[a:b], self.kernel_size, self.stride, self.padding, pool=self.pool, out=out)
+        def piece(s):  # some images or channels, into their part of y and the switches
+            F.maxpool2d_forward(x[s], self.kernel_size, self.stride, self.padding, out=(y[s], switches[s]))
 
-        batch_map(piece, len(x), xp)
+        _over_images_or_channels(piece, x, xp)
         self.cache = F.MaxPoolCache(switches, x.shape, self.kernel_size, self.stride, self.padding)
         return self._record_output(y)
 
@@ -411,21 +433,20 @@ class MaxPool2d(_Pool):
         self.check_gradient(dy)
         xp = get_array_module(dy)
         cache = self.cache
-        dx = new_array(xp, cache.x_shape, dy.dtype, self.pool)
+        dx = xp.empty(cache.x_shape, dtype=dy.dtype)
 
-        def piece(a, b):
-            shape = (b - a, *cache.x_shape[1:])
-            F.unpool(dy[a:b], cache.switches[a:b], shape, cache.kernel, cache.stride, cache.padding,
-                     pool=self.pool, out=dx[a:b])  # fmt: skip
+        def piece(s):
+            kernel, stride, padding = cache.kernel, cache.stride, cache.padding
+            F.unpool(dy[s], cache.switches[s], dx[s].shape, kernel, stride, padding, out=dx[s])
 
-        batch_map(piece, len(dy), xp)
+        _over_images_or_channels(piece, dy, xp)
         return dx
 
     def infer(self, x, inplace=False):
         # no switches: one pass per kernel offset instead of five
         self._check_input(x, 4)
         self.drop_cache()
-        return F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, False, self.pool)[0]
+        return F.maxpool2d_forward(x, self.kernel_size, self.stride, self.padding, switches=False)[0]
 
 
 class AvgPool2d(_Pool):
@@ -506,14 +527,14 @@ class Linear(Layer):
         self.check_gradient(dy)
         xp = get_array_module(dy)
         x, weight = self.cache
-        dx = new_array(xp, x.shape, dy.dtype, self.pool)
-
-        def piece(a, b):  # the rows a:b: their dx, and their share of dW and db
-            return F.linear_backward(dy[a:b], F.LinearCache(x[a:b], weight), param_grads, out=dx[a:b])[1:]
-
-        shares = batch_map(piece, len(dy), xp)
-        if param_grads:
-            self._accumulate(weight=_sum(s[0] for s in shares), bias=_sum(s[1] for s in shares))
+        dx = xp.empty(x.shape, dtype=dy.dtype)
+        batch_map(lambda a, b: F.linear_backward(dy[a:b], F.LinearCache(x[a:b], weight), False, out=dx[a:b]),
+                  len(dy), xp)  # fmt: skip
+        if param_grads:  # split over the output features: no partial sums of a weight-sized dW
+            dw, db = xp.empty(weight.shape, dtype=dy.dtype), xp.empty(weight.shape[:1], dtype=dy.dtype)
+            batch_map(lambda a, b: F.linear_param_grads(dy[:, a:b], x, out=(dw[a:b], db[a:b])),
+                      self.out_features, xp)  # fmt: skip
+            self._accumulate(weight=dw, bias=db)
         return dx
 
     def output_shape(self, shape):

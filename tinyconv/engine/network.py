@@ -57,9 +57,8 @@ class Sequential:
                 raise ArgumentTypeError(f"item {i} of layers is a {kind}, not a tinyconv layer")
             layer.name = str(name)
             self.layers.append(layer)
-        # one pool for all layers: a buffer freed by one layer (a gradient
-        # passed on, an activation no cache holds) serves the next that asks
-        # for that shape, so the network holds about what was alive at once
+        # one pool for all layers' outputs: a buffer an old cache held serves
+        # the next pass's layer that asks for that shape
         self.pool = BufferPool()
         for layer in self.layers:
             layer.pool = self.pool
@@ -208,6 +207,9 @@ class Sequential:
             x = current.forward(x)
             if keep:
                 self.activations[current.name] = x
+        # keep what the caches hold (the next pass reuses it once they drop
+        # it), let go of what the pass freed (outputs a ReLU or pool consumed)
+        self.pool.trim()
         return x
 
     def forget(self):

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from .backend import gemm_accumulate, get_array_module, new_array
+from .backend import gemm_accumulate, get_array_module
 
 __all__ = ["conv2d_forward", "conv2d_backward", "suits", "ShiftConvCache"]
 
@@ -124,11 +124,11 @@ def pad_flat(x, ph, pw, out=None):
     return flat
 
 
-def _kernel_rows(weight, pool=None):
+def _kernel_rows(weight):
     """weight (F, C, kh, kw) -> (F, kh, kw, C): each [:, i, j, :] a unit-stride (F, C) matrix."""
     xp = get_array_module(weight)
     f, c, kh, kw = weight.shape
-    rows = new_array(xp, (f, kh, kw, c), weight.dtype, pool)
+    rows = xp.empty((f, kh, kw, c), dtype=weight.dtype)
     rows[...] = weight.transpose(0, 2, 3, 1)
     return rows
 
@@ -148,7 +148,7 @@ def images_per_group(n, hp, wp, group_columns):
 
 
 def conv2d_forward(
-    x, weight, bias, padding=(0, 0), chunk_columns=None, group_columns=None, pool=None, out=None
+    x, weight, bias, padding=(0, 0), chunk_columns=None, group_columns=None, out=None
 ):
     """y = x ⋆ weight + bias with stride 1, as kh·kw shifted GEMMs (module docstring).
 
@@ -161,8 +161,7 @@ def conv2d_forward(
     costs two image-sized buffers instead of two batch-sized ones.
     ``chunk_columns``: None runs each offset's GEMM over the whole group; a
     number splits its grid into chunks of that many positions, all offsets
-    done per chunk. ``pool``: a ``backend.BufferPool`` for the output and the
-    buffers, or None; ``out``: an (N, F, OH, OW) array to write y into.
+    done per chunk. ``out``: an (N, F, OH, OW) array to write y into.
     """
     xp = get_array_module(x)
     n, c, h, w = x.shape
@@ -170,10 +169,10 @@ def conv2d_forward(
     ph, pw = padding
     hp, wp, oh, ow, _ = _grid(n, h, w, kh, kw, ph, pw)
     g = images_per_group(n, hp, wp, group_columns)
-    rows = _kernel_rows(weight, pool)  # (F, kh, kw, C)
-    pbuf = new_array(xp, (c, g * hp * wp), x.dtype, pool)
-    grid = new_array(xp, (f, g * hp * wp), x.dtype, pool)
-    y = new_array(xp, (n, f, oh, ow), x.dtype, pool) if out is None else out
+    rows = _kernel_rows(weight)  # (F, kh, kw, C)
+    pbuf = xp.empty((c, g * hp * wp), dtype=x.dtype)
+    grid = xp.empty((f, g * hp * wp), dtype=x.dtype)
+    y = xp.empty((n, f, oh, ow), dtype=x.dtype) if out is None else out
     for n0 in range(0, n, g):
         m = min(g, n - n0)
         padded = pad_flat(x[n0 : n0 + m], ph, pw, out=pbuf)  # (C, m·Hp·Wp)
@@ -195,7 +194,7 @@ def conv2d_forward(
     return y, ShiftConvCache(x, rows, (ph, pw), chunk_columns, g)
 
 
-def conv2d_backward(dy, cache, param_grads=True, pool=None, out=None, input_grad=True):
+def conv2d_backward(dy, cache, param_grads=True, out=None, input_grad=True):
     """Gradients of ``conv2d_forward``.
 
     dy: (N, F, OH, OW) -> dx (N, C, H, W), dweight (F, C, kh, kw), dbias (F,)
@@ -203,20 +202,19 @@ def conv2d_backward(dy, cache, param_grads=True, pool=None, out=None, input_grad
     padded-width grid (zeros at the dropped positions);
     dW_(i,j) = dY · X_(i,j)ᵀ and dP[:, s_ij : s_ij + L] += W_(i,j)ᵀ · dY,
     group by group as in the forward pass (the input is padded again, into
-    one group's buffer, only when dW is wanted). ``pool`` as in the forward
-    pass; ``out``: an (N, C, H, W) array to write dx into; ``input_grad=False``
-    skips dx (None).
+    one group's buffer, only when dW is wanted). ``out``: an (N, C, H, W)
+    array to write dx into; ``input_grad=False`` skips dx (None).
     """
     x, rows, (ph, pw), chunk_columns, g = cache
     xp = get_array_module(dy)
     n, c, h, w = x.shape
     f, kh, kw, _ = rows.shape
     hp, wp, oh, ow, _ = _grid(n, h, w, kh, kw, ph, pw)
-    dbuf = new_array(xp, (f, g, hp, wp), dy.dtype, pool)
-    dpbuf = new_array(xp, (c, g * hp * wp), dy.dtype, pool)
-    pbuf = new_array(xp, (c, g * hp * wp), dy.dtype, pool) if param_grads else None
-    drows = new_array(xp, (f, kh, kw, c), dy.dtype, pool, zero=True) if param_grads else None
-    dx = None if not input_grad else new_array(xp, (n, c, h, w), dy.dtype, pool) if out is None else out
+    dbuf = xp.empty((f, g, hp, wp), dtype=dy.dtype)
+    dpbuf = xp.empty((c, g * hp * wp), dtype=dy.dtype)
+    pbuf = xp.empty((c, g * hp * wp), dtype=dy.dtype) if param_grads else None
+    drows = xp.zeros((f, kh, kw, c), dtype=dy.dtype) if param_grads else None
+    dx = None if not input_grad else xp.empty((n, c, h, w), dtype=dy.dtype) if out is None else out
     dbuf[:, :, oh:] = 0  # the dropped positions stay zero for every group
     dbuf[:, :, :oh, ow:] = 0
     for n0 in range(0, n, g):
