@@ -29,7 +29,6 @@ from .backend import (
     get_array_module,
     new_array,
     to_device,
-    worker_threads,
 )
 from .functional import RULES, out_hw, pair
 
@@ -213,13 +212,11 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
-def _over_images_or_channels(fn, x, xp):
-    """fn(index) for pieces of ``x`` run at once (``batch_map``): index a slice
-    of the images, or of the channels (axis 1) when there are fewer images
-    than threads; element-wise work and pools treat the two alike."""
-    if x.ndim < 2 or len(x) >= worker_threads():
-        return batch_map(lambda a, b: fn(np.s_[a:b]), len(x), xp)
-    return batch_map(lambda a, b: fn(np.s_[:, a:b]), x.shape[1], xp)
+def _over_images(fn, x, xp):
+    """fn(index) for pieces of the images of ``x``, run at once (``batch_map``).
+    (One image is not split over its channels: measured, the threads then
+    lost to the BLAS's threads still spinning after the convolution.)"""
+    return batch_map(lambda a, b: fn(np.s_[a:b]), len(x), xp)
 
 
 def _sum(arrays):
@@ -354,7 +351,7 @@ class ReLU(Layer):
         self._check_input(x, None)
         xp = get_array_module(x)
         y, mask = new_array(xp, x.shape, x.dtype, self.pool), new_array(xp, x.shape, bool, self.pool)
-        _over_images_or_channels(lambda s: F.relu_forward(x[s], out=(y[s], mask[s])), x, xp)
+        _over_images(lambda s: F.relu_forward(x[s], out=(y[s], mask[s])), x, xp)
         self.cache = F.ReLUCache(mask)
         return self._record_output(y)
 
@@ -362,7 +359,7 @@ class ReLU(Layer):
         self.check_gradient(dy)
         xp = get_array_module(dy)
         dx, mask = xp.empty(dy.shape, dtype=dy.dtype), self.cache.mask
-        _over_images_or_channels(lambda s: F.relu_backward(dy[s], F.ReLUCache(mask[s]), self.rule, out=dx[s]),
+        _over_images(lambda s: F.relu_backward(dy[s], F.ReLUCache(mask[s]), self.rule, out=dx[s]),
                                  dy, xp)  # fmt: skip
         return dx
 
@@ -422,10 +419,10 @@ class MaxPool2d(_Pool):
         y = new_array(xp, (len(x), c, oh, ow), x.dtype, self.pool)
         switches = new_array(xp, y.shape, kind, self.pool)
 
-        def piece(s):  # some images or channels, into their part of y and the switches
+        def piece(s):  # some images, into their part of y and the switches
             F.maxpool2d_forward(x[s], self.kernel_size, self.stride, self.padding, out=(y[s], switches[s]))
 
-        _over_images_or_channels(piece, x, xp)
+        _over_images(piece, x, xp)
         self.cache = F.MaxPoolCache(switches, x.shape, self.kernel_size, self.stride, self.padding)
         return self._record_output(y)
 
@@ -439,7 +436,7 @@ class MaxPool2d(_Pool):
             kernel, stride, padding = cache.kernel, cache.stride, cache.padding
             F.unpool(dy[s], cache.switches[s], dx[s].shape, kernel, stride, padding, out=dx[s])
 
-        _over_images_or_channels(piece, dy, xp)
+        _over_images(piece, dy, xp)
         return dx
 
     def infer(self, x, inplace=False):
