@@ -406,11 +406,6 @@ class BufferPool:
     def __reduce__(self):  # a copy (deepcopy, pickle) starts empty: buffers are not state
         return (BufferPool, (self.per_key,))
 
-    def zeros(self, xp, shape, dtype):
-        array = self.empty(xp, shape, dtype)
-        array.fill(0)
-        return array
-
     def release(self):
         self._held = {}
 
@@ -432,11 +427,9 @@ class BufferPool:
         return sum(a.nbytes for bucket in self._held.values() for a in bucket)
 
 
-def new_array(xp, shape, dtype, pool: BufferPool | None = None, zero: bool = False):
-    """An array from ``pool`` (see ``BufferPool``) or, with no pool, a fresh one; zeroed with ``zero``."""
-    if pool is None:
-        return (xp.zeros if zero else xp.empty)(shape, dtype=dtype)
-    return (pool.zeros if zero else pool.empty)(xp, shape, dtype)
+def new_array(xp, shape, dtype, pool: BufferPool | None = None):
+    """An uninitialised array from ``pool`` (see ``BufferPool``) or, with no pool, a fresh one."""
+    return xp.empty(shape, dtype=dtype) if pool is None else pool.empty(xp, shape, dtype)
 
 
 # ----------------------------------------------------------------------------
@@ -486,10 +479,15 @@ def _find_thread_control() -> bool:
 _thread_limit: int | None = None  # set by ``batch_threads``
 
 
+def _blas_threads() -> int:
+    """The BLAS's thread count when it can be set, else 1."""
+    return max(1, int(_get_threads())) if _find_thread_control() else 1
+
+
 def worker_threads() -> int:
     """How many threads ``batch_map`` splits a NumPy batch over: the BLAS's
     thread count when it can be set, else 1; at most ``batch_threads``'s limit."""
-    count = max(1, int(_get_threads())) if _find_thread_control() else 1
+    count = _blas_threads()
     return count if _thread_limit is None else max(1, min(count, _thread_limit))
 
 
@@ -525,8 +523,9 @@ def batch_map(fn, n: int, xp=np) -> list:
     thread, one image or an array module other than NumPy, and inside a
     piece (no nesting). An exception in any piece is raised here.
     """
-    count = max(1, int(_get_threads())) if xp is np and _find_thread_control() else 1
-    threads = min(worker_threads(), n) if xp is np else 1
+    if xp is not np:
+        return [fn(0, n)]
+    count, threads = _blas_threads(), min(worker_threads(), n)
     if threads <= 1 or threading.current_thread().name.startswith("tinyconv") or not _map_lock.acquire(False):
         return [fn(0, n)]
     try:

@@ -233,10 +233,7 @@ def _dy_tile(dy2, tile, ow):
     n0, n1, r0, r1 = tile
     if n1 - n0 == 1:
         return dy2[n0, :, r0 * ow : r1 * ow]  # a view
-    f, p = dy2.shape[1], dy2.shape[2]
-    out = get_array_module(dy2).empty((f, n1 - n0, p), dtype=dy2.dtype)
-    out[...] = dy2[n0:n1].transpose(1, 0, 2)  # a copy
-    return out.reshape(f, -1)
+    return dy2[n0:n1].transpose(1, 0, 2).reshape(dy2.shape[1], -1)  # a copy
 
 
 def _conv_tiles(n, oh, ow, ckk, itemsize, **tuning):

@@ -255,7 +255,7 @@ def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True, out=None
     # a running max over the kernel offsets: offset 0 holds every window until
     # a later offset beats it strictly (so ties keep the first offset).
     # Branch-free: w += better·(k − w) is "w = k where better".
-    kind = np.uint8 if kh * kw <= 256 else np.intp
+    kind = switch_dtype(kernel)
     if out is None:
         out = xp.empty(shape, dtype=x.dtype), xp.empty(shape, dtype=kind) if switches else None
     y, winners = out
@@ -271,6 +271,12 @@ def maxpool2d_forward(x, kernel, stride, padding=(0, 0), switches=True, out=None
             winners += xp.multiply(step, better, out=step)
         xp.maximum(y, candidate, out=y)
     return y, MaxPoolCache(winners if switches else None, x.shape, kernel, stride, padding)
+
+
+def switch_dtype(kernel):
+    """The dtype of max-pool switches: uint8, or intp for kernels of more than 256 offsets."""
+    kh, kw = kernel
+    return np.uint8 if kh * kw <= 256 else np.intp
 
 
 def unpool(grad, switches, input_shape, kernel, stride, padding=(0, 0), out=None):

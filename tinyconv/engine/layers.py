@@ -63,8 +63,8 @@ class Layer:
         self.name: str | None = None
         self.training = False
         self._output = None  # (shape, device) of the last forward output; None: nothing to go back through
-        # outputs (and input gradients) reused between calls of the same shape
-        # (a Sequential hands all its layers one pool); ``forget`` releases it
+        # forward outputs reused between calls of the same shape (a
+        # Sequential hands all its layers one pool); ``forget`` releases it
         self.pool = BufferPool()
 
     # True where backward takes input_grad=False and then skips dx (Conv2d)
@@ -221,13 +221,8 @@ def _over_images(fn, x, xp):
 
 def _sum(arrays):
     """The sum of the pieces' parameter gradients; None when they are None (no parameter gradients)."""
-    arrays = list(arrays)
-    if arrays[0] is None:
-        return None
-    total = arrays[0]
-    for a in arrays[1:]:
-        total = total + a
-    return total
+    first, *rest = arrays
+    return None if first is None else sum(rest, first)
 
 
 def _uniform(rng, bound, shape):
@@ -359,8 +354,7 @@ class ReLU(Layer):
         self.check_gradient(dy)
         xp = get_array_module(dy)
         dx, mask = xp.empty(dy.shape, dtype=dy.dtype), self.cache.mask
-        _over_images(lambda s: F.relu_backward(dy[s], F.ReLUCache(mask[s]), self.rule, out=dx[s]),
-                                 dy, xp)  # fmt: skip
+        _over_images(lambda s: F.relu_backward(dy[s], F.ReLUCache(mask[s]), self.rule, out=dx[s]), dy, xp)
         return dx
 
     def infer(self, x, inplace=False):
@@ -415,9 +409,8 @@ class MaxPool2d(_Pool):
         self._check_input(x, 4)
         xp = get_array_module(x)
         c, oh, ow = self.output_shape(x.shape[1:])
-        kind = np.uint8 if self.kernel_size[0] * self.kernel_size[1] <= 256 else np.intp
         y = new_array(xp, (len(x), c, oh, ow), x.dtype, self.pool)
-        switches = new_array(xp, y.shape, kind, self.pool)
+        switches = new_array(xp, y.shape, F.switch_dtype(self.kernel_size), self.pool)
 
         def piece(s):  # some images, into their part of y and the switches
             F.maxpool2d_forward(x[s], self.kernel_size, self.stride, self.padding, out=(y[s], switches[s]))
